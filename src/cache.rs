@@ -1,0 +1,380 @@
+//! The verdict cache in Envoy's shared data, one for all worker threads.
+//!
+//! Envoy never frees a shared-data key, so a key per token would grow without
+//! bound. The cache is a fixed table of `slots` keys instead: a token hash
+//! picks two candidate slots (two-choice hashing), and a new verdict replaces
+//! whichever candidate is free, stale, or expires first. Memory is bounded by
+//! `slots × (max_entry_bytes + ~130 bytes of key and Envoy overhead)`.
+//!
+//! Only positive verdicts are cached, and an entry never outlives the token's
+//! `exp` or the configured maximum. Route requirements (roles) are checked by
+//! the caller on every hit; the cache only answers "who is this token".
+
+use crate::introspection::Identity;
+use crate::token::TokenHash;
+
+/// Access to proxy-wasm shared data, behind a trait so the cache is plain
+/// Rust that host tests can drive with an in-memory map.
+pub trait SharedData {
+    /// The value and its CAS token, or `(None, _)` when the key is unset or empty.
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Writes `value` if `cas` still matches (or unconditionally with `None`).
+    /// Returns false on a CAS mismatch or a host error.
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    pub slots: u32,
+    pub max_ttl_secs: u64,
+    pub max_entry_bytes: usize,
+    /// Identifies the configuration that produced a verdict (issuer,
+    /// audiences, role claims): an entry written under another configuration
+    /// is ignored rather than trusted.
+    pub fingerprint: u64,
+}
+
+pub struct VerdictCache {
+    settings: CacheSettings,
+    key_prefix: String,
+}
+
+/// What `store` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    Stored,
+    /// The entry would exceed `max_entry_bytes`, or the token is about to expire.
+    NotCacheable,
+    /// Another worker wrote the slot between our read and write.
+    Raced,
+}
+
+impl VerdictCache {
+    pub fn new(settings: CacheSettings) -> Self {
+        VerdictCache { settings, key_prefix: "oauth_introspection.v1.slot.".to_string() }
+    }
+
+    pub fn settings(&self) -> &CacheSettings {
+        &self.settings
+    }
+
+    /// The cached identity for this token, if a live entry exists.
+    pub fn lookup(&self, store: &impl SharedData, hash: &TokenHash, now: u64) -> Option<Identity> {
+        self.candidate_slots(hash).into_iter().find_map(|slot| {
+            let (value, _) = store.get(&self.slot_key(slot));
+            let entry = decode_entry(&value?)?;
+            (entry.fingerprint == self.settings.fingerprint && entry.token == *hash && entry.valid_until > now)
+                .then_some(entry.identity)
+        })
+    }
+
+    pub fn store(&self, store: &impl SharedData, hash: &TokenHash, identity: &Identity, now: u64) -> StoreOutcome {
+        let max_until = now.saturating_add(self.settings.max_ttl_secs);
+        let valid_until = identity.expires_at.map_or(max_until, |exp| exp.min(max_until));
+        if valid_until <= now {
+            return StoreOutcome::NotCacheable;
+        }
+        let entry = CacheEntry {
+            fingerprint: self.settings.fingerprint,
+            token: *hash,
+            valid_until,
+            identity: identity.clone(),
+        };
+        let bytes = encode_entry(&entry);
+        if bytes.len() > self.settings.max_entry_bytes {
+            return StoreOutcome::NotCacheable;
+        }
+        let (slot, cas) = self.choose_victim(store, hash, now);
+        if store.set(&self.slot_key(slot), &bytes, cas) {
+            StoreOutcome::Stored
+        } else {
+            StoreOutcome::Raced
+        }
+    }
+
+    /// The candidate slot to overwrite, with the CAS token read from it.
+    fn choose_victim(&self, store: &impl SharedData, hash: &TokenHash, now: u64) -> (u32, Option<u32>) {
+        let [first, second] = self.candidate_slots(hash);
+        // Rank: 0 = same token or unusable (take it), else the entry's expiry.
+        let rank = |slot: u32| {
+            let (value, cas) = store.get(&self.slot_key(slot));
+            let rank = match value.as_deref().and_then(decode_entry) {
+                Some(e) if e.token != *hash && e.fingerprint == self.settings.fingerprint && e.valid_until > now => {
+                    e.valid_until
+                }
+                _ => 0,
+            };
+            (rank, slot, cas)
+        };
+        let a = rank(first);
+        if a.0 == 0 || first == second {
+            return (a.1, a.2);
+        }
+        let b = rank(second);
+        if b.0 < a.0 {
+            (b.1, b.2)
+        } else {
+            (a.1, a.2)
+        }
+    }
+
+    fn candidate_slots(&self, hash: &TokenHash) -> [u32; 2] {
+        let (a, b) = hash.slot_seeds();
+        let slots = self.settings.slots.max(1);
+        [a % slots, b % slots]
+    }
+
+    fn slot_key(&self, slot: u32) -> String {
+        format!("{}{slot}", self.key_prefix)
+    }
+}
+
+/// One slot's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    pub fingerprint: u64,
+    pub token: TokenHash,
+    /// The entry is used only while `now < valid_until`.
+    pub valid_until: u64,
+    pub identity: Identity,
+}
+
+const ENTRY_VERSION: u8 = 1;
+
+/// Binary layout: version u8, fingerprint u64, token hash [32], valid_until
+/// u64, exp u64 (0 = none), then subject, client id, role count (u16) and
+/// roles, each string as a u16 length and UTF-8 bytes. Integers big-endian.
+pub fn encode_entry(entry: &CacheEntry) -> Vec<u8> {
+    let identity = &entry.identity;
+    let mut out =
+        Vec::with_capacity(64 + identity.subject.len() + identity.client_id.len() + identity.roles.len() * 16);
+    out.push(ENTRY_VERSION);
+    out.extend_from_slice(&entry.fingerprint.to_be_bytes());
+    out.extend_from_slice(&entry.token.0);
+    out.extend_from_slice(&entry.valid_until.to_be_bytes());
+    out.extend_from_slice(&identity.expires_at.unwrap_or(0).to_be_bytes());
+    push_str(&mut out, &identity.subject);
+    push_str(&mut out, &identity.client_id);
+    let roles: Vec<&String> =
+        identity.roles.iter().filter(|r| r.len() <= usize::from(u16::MAX)).take(usize::from(u16::MAX)).collect();
+    out.extend_from_slice(&u16::try_from(roles.len()).unwrap_or(0).to_be_bytes());
+    for role in roles {
+        push_str(&mut out, role);
+    }
+    out
+}
+
+fn push_str(out: &mut Vec<u8>, value: &str) {
+    // Longer strings are stored empty; such an entry is far past any sane
+    // max_entry_bytes anyway and is refused by `store`.
+    let bytes = if value.len() <= usize::from(u16::MAX) { value.as_bytes() } else { b"" };
+    out.extend_from_slice(&u16::try_from(bytes.len()).unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// Decodes a slot; `None` for anything malformed (another version, a
+/// truncated or corrupted value). Never panics.
+pub fn decode_entry(bytes: &[u8]) -> Option<CacheEntry> {
+    let mut reader = Reader(bytes);
+    if reader.take::<1>()? != [ENTRY_VERSION] {
+        return None;
+    }
+    let fingerprint = u64::from_be_bytes(reader.take()?);
+    let token = TokenHash(reader.take()?);
+    let valid_until = u64::from_be_bytes(reader.take()?);
+    let exp = u64::from_be_bytes(reader.take()?);
+    let subject = reader.string()?;
+    let client_id = reader.string()?;
+    let count = u16::from_be_bytes(reader.take()?);
+    let mut roles = Vec::with_capacity(usize::from(count).min(64));
+    for _ in 0..count {
+        roles.push(reader.string()?);
+    }
+    if !reader.0.is_empty() {
+        return None;
+    }
+    Some(CacheEntry {
+        fingerprint,
+        token,
+        valid_until,
+        identity: Identity { subject, client_id, roles, expires_at: (exp != 0).then_some(exp) },
+    })
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let len = usize::from(u16::from_be_bytes(self.take()?));
+        let (head, rest) = self.0.split_at_checked(len)?;
+        self.0 = rest;
+        String::from_utf8(head.to_vec()).ok()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    /// Shared data as Envoy implements it: CAS counters per key.
+    #[derive(Default)]
+    pub(crate) struct MemoryStore(pub RefCell<HashMap<String, (Vec<u8>, u32)>>);
+
+    impl SharedData for MemoryStore {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            match self.0.borrow().get(key) {
+                Some((value, cas)) => ((!value.is_empty()).then(|| value.clone()), Some(*cas)),
+                None => (None, None),
+            }
+        }
+
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+            let mut map = self.0.borrow_mut();
+            let current = map.get(key).map(|(_, c)| *c);
+            if let (Some(expected), Some(current)) = (cas, current) {
+                if expected != current {
+                    return false;
+                }
+            }
+            map.insert(key.to_string(), (value.to_vec(), current.unwrap_or(0) + 1));
+            true
+        }
+    }
+
+    fn identity(exp: Option<u64>) -> Identity {
+        Identity {
+            subject: "user-1".into(),
+            client_id: "client-1".into(),
+            roles: vec!["read:messages".into(), "admin".into()],
+            expires_at: exp,
+        }
+    }
+
+    fn cache(slots: u32) -> VerdictCache {
+        VerdictCache::new(CacheSettings { slots, max_ttl_secs: 300, max_entry_bytes: 1024, fingerprint: 7 })
+    }
+
+    #[test]
+    fn entry_round_trips() {
+        let entry =
+            CacheEntry { fingerprint: 9, token: TokenHash::of("t"), valid_until: 42, identity: identity(Some(50)) };
+        assert_eq!(decode_entry(&encode_entry(&entry)), Some(entry.clone()));
+        let no_exp = CacheEntry { identity: identity(None), ..entry };
+        assert_eq!(decode_entry(&encode_entry(&no_exp)), Some(no_exp));
+    }
+
+    #[test]
+    fn every_truncation_or_extension_is_refused() {
+        let entry =
+            CacheEntry { fingerprint: 9, token: TokenHash::of("t"), valid_until: 42, identity: identity(Some(50)) };
+        let bytes = encode_entry(&entry);
+        for len in 0..bytes.len() {
+            assert_eq!(decode_entry(&bytes[..len]), None, "truncated to {len}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode_entry(&longer), None);
+        let mut other_version = bytes;
+        other_version[0] = 2;
+        assert_eq!(decode_entry(&other_version), None);
+    }
+
+    #[test]
+    fn hit_after_store_and_miss_for_other_tokens() {
+        let store = MemoryStore::default();
+        let cache = cache(64);
+        let token = TokenHash::of("token-a");
+        assert_eq!(cache.lookup(&store, &token, 1000), None);
+        assert_eq!(cache.store(&store, &token, &identity(Some(5000)), 1000), StoreOutcome::Stored);
+        assert_eq!(cache.lookup(&store, &token, 1001), Some(identity(Some(5000))));
+        assert_eq!(cache.lookup(&store, &TokenHash::of("token-b"), 1001), None);
+    }
+
+    #[test]
+    fn entry_lives_until_min_of_max_ttl_and_exp() {
+        let store = MemoryStore::default();
+        let cache = cache(64);
+        let long = TokenHash::of("long");
+        cache.store(&store, &long, &identity(Some(100_000)), 1000);
+        assert!(cache.lookup(&store, &long, 1299).is_some());
+        assert!(cache.lookup(&store, &long, 1300).is_none());
+
+        let short = TokenHash::of("short");
+        cache.store(&store, &short, &identity(Some(1010)), 1000);
+        assert!(cache.lookup(&store, &short, 1009).is_some());
+        assert!(cache.lookup(&store, &short, 1010).is_none());
+
+        assert_eq!(cache.store(&store, &TokenHash::of("x"), &identity(Some(1000)), 1000), StoreOutcome::NotCacheable);
+    }
+
+    #[test]
+    fn oversized_entries_are_not_cached() {
+        let store = MemoryStore::default();
+        let cache = cache(64);
+        let mut big = identity(Some(5000));
+        big.roles = (0..200).map(|i| format!("role-{i}")).collect();
+        assert_eq!(cache.store(&store, &TokenHash::of("big"), &big, 1000), StoreOutcome::NotCacheable);
+        assert!(store.0.borrow().is_empty());
+    }
+
+    #[test]
+    fn entries_from_another_configuration_are_ignored() {
+        let store = MemoryStore::default();
+        let token = TokenHash::of("token");
+        cache(64).store(&store, &token, &identity(Some(5000)), 1000);
+        let other = VerdictCache::new(CacheSettings { fingerprint: 8, ..cache(64).settings().clone() });
+        assert_eq!(other.lookup(&store, &token, 1001), None);
+    }
+
+    #[test]
+    fn the_table_never_grows_past_its_slots() {
+        let store = MemoryStore::default();
+        let cache = cache(16);
+        for i in 0..1000 {
+            cache.store(&store, &TokenHash::of(&format!("token-{i}")), &identity(Some(5000)), 1000);
+        }
+        assert!(store.0.borrow().len() <= 16);
+        // The most recent token is always findable: it was just written.
+        assert!(cache.lookup(&store, &TokenHash::of("token-999"), 1001).is_some());
+    }
+
+    #[test]
+    fn two_choice_keeps_more_than_direct_mapping_would() {
+        let store = MemoryStore::default();
+        let cache = cache(1024);
+        let tokens: Vec<TokenHash> = (0..512).map(|i| TokenHash::of(&format!("t{i}"))).collect();
+        for (i, token) in tokens.iter().enumerate() {
+            cache.store(&store, token, &identity(Some(5000 + i as u64)), 1000);
+        }
+        let hits = tokens.iter().filter(|t| cache.lookup(&store, t, 1001).is_some()).count();
+        // Direct mapping at load 0.5 keeps about 79% (403); two choices keep ~93%.
+        assert!(hits >= 460, "only {hits} of 512 kept");
+    }
+
+    #[test]
+    fn a_concurrent_write_is_not_clobbered() {
+        struct RacingStore(MemoryStore);
+        impl SharedData for RacingStore {
+            fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+                let got = self.0.get(key);
+                // Another worker writes right after every read.
+                self.0.set(key, b"other", None);
+                got
+            }
+            fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+                self.0.set(key, value, cas)
+            }
+        }
+        let store = RacingStore(MemoryStore::default());
+        store.0.set(&cache(1).slot_key(0), b"seed", None);
+        assert_eq!(cache(1).store(&store, &TokenHash::of("t"), &identity(Some(5000)), 1000), StoreOutcome::Raced);
+    }
+}

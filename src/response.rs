@@ -1,0 +1,149 @@
+//! The local replies the filter sends instead of forwarding a request:
+//! RFC 6750 challenges with short JSON bodies.
+
+use serde_json::json;
+
+use crate::introspection::Rejection;
+
+/// Why a request is not forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No `Authorization` header on a protected route.
+    MissingToken,
+    /// An `Authorization` header without a well-formed bearer token.
+    MalformedToken,
+    /// The issuer's verdict: the token is not valid for this API.
+    InvalidToken(Rejection),
+    /// Valid token, but none of the roles the route requires.
+    InsufficientRole(Vec<String>),
+    /// No rule matches the request and unmatched requests are denied.
+    NoRule,
+    /// The token's validity could not be established (issuer down, slow,
+    /// erroring, or the filter's own credentials rejected).
+    IssuerUnavailable,
+}
+
+/// A ready local reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u32,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+impl Denial {
+    /// The metric suffix, also used in debug logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denial::MissingToken => "missing_token",
+            Denial::MalformedToken => "malformed_token",
+            Denial::InvalidToken(_) => "invalid_token",
+            Denial::InsufficientRole(_) => "insufficient_role",
+            Denial::NoRule => "no_rule",
+            Denial::IssuerUnavailable => "issuer_unavailable",
+        }
+    }
+
+    pub fn reply(&self) -> Reply {
+        match self {
+            // The body is what ZITADEL's Go guide answers: a JSON string.
+            Denial::MissingToken => reply(401, Some("Bearer".to_string()), "\"auth header missing\"".to_string()),
+            Denial::MalformedToken => invalid_token("malformed bearer token"),
+            Denial::InvalidToken(rejection) => invalid_token(rejection.description()),
+            Denial::InsufficientRole(roles) => {
+                // Role names are validated at load time to be RFC 6750 scope tokens,
+                // so they need no escaping inside the quoted string.
+                let scope = roles.join(" ");
+                reply(
+                    403,
+                    Some(format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"")),
+                    json!({
+                        "error": "insufficient_scope",
+                        "error_description": "the token lacks a role this route requires",
+                        "scope": scope,
+                    })
+                    .to_string(),
+                )
+            }
+            Denial::NoRule => reply(
+                403,
+                None,
+                json!({"error": "access_denied", "error_description": "no rule allows this request"}).to_string(),
+            ),
+            Denial::IssuerUnavailable => reply(
+                503,
+                None,
+                json!({
+                    "error": "temporarily_unavailable",
+                    "error_description": "the token could not be verified, try again later",
+                })
+                .to_string(),
+            ),
+        }
+    }
+}
+
+fn invalid_token(description: &str) -> Reply {
+    reply(
+        401,
+        Some(format!("Bearer error=\"invalid_token\", error_description=\"{description}\"")),
+        json!({"error": "invalid_token", "error_description": description}).to_string(),
+    )
+}
+
+fn reply(status: u32, challenge: Option<String>, body: String) -> Reply {
+    let mut headers = vec![("content-type", "application/json".to_string()), ("cache-control", "no-store".to_string())];
+    if let Some(challenge) = challenge {
+        headers.push(("www-authenticate", challenge));
+    }
+    Reply { status, headers, body }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
+        reply.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn missing_token_matches_zitadels_go_guide() {
+        let reply = Denial::MissingToken.reply();
+        assert_eq!(reply.status, 401);
+        assert_eq!(reply.body, "\"auth header missing\"");
+        assert_eq!(header(&reply, "content-type"), Some("application/json"));
+        assert_eq!(header(&reply, "www-authenticate"), Some("Bearer"));
+    }
+
+    #[test]
+    fn invalid_token_is_an_rfc6750_challenge() {
+        let reply = Denial::InvalidToken(Rejection::Inactive).reply();
+        assert_eq!(reply.status, 401);
+        assert_eq!(
+            header(&reply, "www-authenticate"),
+            Some("Bearer error=\"invalid_token\", error_description=\"token is not active\"")
+        );
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(body["error"], "invalid_token");
+    }
+
+    #[test]
+    fn missing_role_is_403_insufficient_scope() {
+        let reply = Denial::InsufficientRole(vec!["read:messages".into(), "admin".into()]).reply();
+        assert_eq!(reply.status, 403);
+        assert_eq!(
+            header(&reply, "www-authenticate"),
+            Some("Bearer error=\"insufficient_scope\", scope=\"read:messages admin\"")
+        );
+    }
+
+    #[test]
+    fn issuer_trouble_is_503_and_no_rule_is_403() {
+        let reply = Denial::IssuerUnavailable.reply();
+        assert_eq!(reply.status, 503);
+        assert_eq!(header(&reply, "www-authenticate"), None);
+        assert!(reply.body.contains("temporarily_unavailable"));
+        assert_eq!(Denial::NoRule.reply().status, 403);
+    }
+}

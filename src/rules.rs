@@ -1,0 +1,174 @@
+//! Route rules: an ordered list; the first rule whose path (and method, if
+//! given) matches decides what a request needs.
+
+/// What a matched route requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// No token needed.
+    Public,
+    /// Any token the issuer vouches for (active, unexpired, right audience).
+    Authenticated,
+    /// A valid token holding at least one of these roles.
+    AnyRole(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    /// The path equals this string.
+    Exact(String),
+    /// The path starts with this string at a segment boundary: `/api` matches
+    /// `/api` and `/api/x` but not `/apix`; a prefix ending in `/` matches
+    /// everything below it.
+    Prefix(String),
+}
+
+impl PathPattern {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathPattern::Exact(exact) => path == exact,
+            PathPattern::Prefix(prefix) => match path.strip_prefix(prefix.as_str()) {
+                None => false,
+                Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub path: PathPattern,
+    /// Upper-case method names; `None` matches every method.
+    pub methods: Option<Vec<String>>,
+    pub access: Access,
+}
+
+impl Rule {
+    fn matches(&self, method: &str, path: &str) -> bool {
+        let method_ok = match &self.methods {
+            None => true,
+            Some(methods) => methods.iter().any(|m| m.eq_ignore_ascii_case(method)),
+        };
+        method_ok && self.path.matches(path)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    pub rules: Vec<Rule>,
+    /// What a request no rule matches needs; `None` denies it.
+    pub unmatched: Option<Access>,
+}
+
+impl Rules {
+    /// The access a request needs, or `None` when it must be denied outright.
+    /// `path` is the request's `:path`; query and fragment are ignored.
+    pub fn access_for(&self, method: &str, path: &str) -> Option<&Access> {
+        let path = path_without_query(path);
+        self.rules.iter().find(|rule| rule.matches(method, path)).map(|rule| &rule.access).or(self.unmatched.as_ref())
+    }
+}
+
+fn path_without_query(path: &str) -> &str {
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    &path[..end]
+}
+
+impl Access {
+    /// The roles a token lacks for this route, if any: `Ok` when `roles`
+    /// satisfies the route. Called on every request, cached verdict or not.
+    pub fn check_roles(&self, roles: &[String]) -> Result<(), &[String]> {
+        match self {
+            Access::Public | Access::Authenticated => Ok(()),
+            Access::AnyRole(required) => {
+                if required.iter().any(|r| roles.contains(r)) {
+                    Ok(())
+                } else {
+                    Err(required)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(path: PathPattern, access: Access) -> Rule {
+        Rule { path, methods: None, access }
+    }
+
+    fn demo_rules() -> Rules {
+        Rules {
+            rules: vec![
+                rule(PathPattern::Exact("/public".into()), Access::Public),
+                rule(PathPattern::Prefix("/api/public".into()), Access::Public),
+                rule(PathPattern::Exact("/api/private-scoped".into()), Access::AnyRole(vec!["read:messages".into()])),
+                Rule {
+                    path: PathPattern::Prefix("/api/".into()),
+                    methods: Some(vec!["GET".into(), "POST".into()]),
+                    access: Access::Authenticated,
+                },
+            ],
+            unmatched: None,
+        }
+    }
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let rules = demo_rules();
+        assert_eq!(rules.access_for("GET", "/public"), Some(&Access::Public));
+        assert_eq!(rules.access_for("GET", "/api/public"), Some(&Access::Public));
+        assert_eq!(rules.access_for("GET", "/api/public/x"), Some(&Access::Public));
+        assert_eq!(
+            rules.access_for("GET", "/api/private-scoped"),
+            Some(&Access::AnyRole(vec!["read:messages".into()]))
+        );
+        assert_eq!(rules.access_for("GET", "/api/private"), Some(&Access::Authenticated));
+    }
+
+    #[test]
+    fn exact_and_prefix_respect_boundaries() {
+        let rules = demo_rules();
+        assert_eq!(rules.access_for("GET", "/public/x"), None);
+        assert_eq!(rules.access_for("GET", "/publicx"), None);
+        // `/api/publicity` is not under the public prefix: it falls to `/api/`.
+        assert_eq!(rules.access_for("GET", "/api/publicity"), Some(&Access::Authenticated));
+        // An exact rule does not cover a longer path: `/api/private-scoped/x`
+        // falls through to the authenticated `/api/` rule.
+        assert_eq!(rules.access_for("GET", "/api/private-scoped/x"), Some(&Access::Authenticated));
+        assert_eq!(rules.access_for("GET", "/api"), None);
+    }
+
+    #[test]
+    fn query_and_fragment_are_ignored() {
+        let rules = demo_rules();
+        assert_eq!(rules.access_for("GET", "/public?x=/api/private"), Some(&Access::Public));
+        assert_eq!(rules.access_for("GET", "/public#frag"), Some(&Access::Public));
+        assert_eq!(rules.access_for("GET", "/api/private?/public"), Some(&Access::Authenticated));
+    }
+
+    #[test]
+    fn methods_restrict_a_rule() {
+        let rules = demo_rules();
+        assert_eq!(rules.access_for("get", "/api/x"), Some(&Access::Authenticated));
+        assert_eq!(rules.access_for("DELETE", "/api/x"), None);
+    }
+
+    #[test]
+    fn unmatched_uses_the_configured_default() {
+        let mut rules = demo_rules();
+        rules.unmatched = Some(Access::Authenticated);
+        assert_eq!(rules.access_for("GET", "/elsewhere"), Some(&Access::Authenticated));
+    }
+
+    #[test]
+    fn roles_are_checked() {
+        let scoped = Access::AnyRole(vec!["read:messages".into(), "admin".into()]);
+        assert!(scoped.check_roles(&["admin".into()]).is_ok());
+        assert!(scoped.check_roles(&["read:messages".into()]).is_ok());
+        assert_eq!(scoped.check_roles(&["write".into()]).unwrap_err().len(), 2);
+        assert!(scoped.check_roles(&[]).is_err());
+        assert!(Access::Authenticated.check_roles(&[]).is_ok());
+    }
+}
