@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Renders envoy/envoy.yaml.in into a runnable Envoy config.
+
+    python3 envoy/render.py --profile local --out build/envoy.yaml [--wasm PATH]
+    python3 envoy/render.py --profile docker --out envoy/envoy.docker.yaml
+
+The tests import `render()` and `plugin_config()` to build variants.
+"""
+import argparse
+import json
+import os
+import string
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+WASM_BUILD_PATH = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "oauth_introspection_filter.wasm")
+
+# The demo issuer's fixed ids (demo/issuer/ids.json has them too).
+PROJECT_ID = "300000000000000001"
+
+PROFILES = {
+    "local": dict(
+        ADMIN_ADDRESS="127.0.0.1", ADMIN_PORT=9901, LISTEN_ADDRESS="127.0.0.1", LISTEN_PORT=10000,
+        API_HOST="127.0.0.1", API_PORT=8000, ISSUER_HOST="127.0.0.1", ISSUER_PORT=9000,
+        CLUSTER_TYPE="STATIC", WASM_PATH=WASM_BUILD_PATH,
+    ),
+    "docker": dict(
+        ADMIN_ADDRESS="0.0.0.0", ADMIN_PORT=9901, LISTEN_ADDRESS="0.0.0.0", LISTEN_PORT=10000,
+        API_HOST="api", API_PORT=8000, ISSUER_HOST="issuer", ISSUER_PORT=9000,
+        CLUSTER_TYPE="STRICT_DNS", WASM_PATH="/etc/envoy/oauth_introspection_filter.wasm",
+    ),
+}
+
+
+def demo_rules():
+    return [
+        {"path": "/public", "access": "public"},
+        {"prefix": "/api/public", "access": "public"},
+        {"path": "/protected", "access": "authenticated"},
+        {"path": "/api/private-scoped", "access": "roles", "roles": ["read:messages"]},
+        {"prefix": "/api/private", "access": "authenticated"},
+    ]
+
+
+def plugin_config(issuer_url, issuer_authority, **overrides):
+    """The filter configuration the demo uses; keyword arguments replace top-level members."""
+    config = {
+        "issuer": issuer_url,
+        "introspection": {
+            "cluster": "issuer",
+            "authority": issuer_authority,
+            "path": "/oauth/v2/introspect",
+            "timeout_ms": 2000,
+        },
+        "audiences": [PROJECT_ID],
+        "project_id": PROJECT_ID,
+        "client_auth": {"method": "private_key_jwt", "key_env": "ZITADEL_API_KEY_JSON"},
+        "cache": {"slots": 8192, "max_ttl_seconds": 300},
+        "identity_headers": {"subject": "x-auth-subject", "client_id": "x-auth-client-id", "roles": "x-auth-roles"},
+        "rules": demo_rules(),
+        "unmatched": "deny",
+    }
+    config.update(overrides)
+    return config
+
+
+def render(profile="local", plugin=None, raw_plugin_text=None, **values):
+    """Returns the Envoy YAML. `plugin` is a dict, or `raw_plugin_text` any text (for invalid-config tests)."""
+    params = dict(PROFILES[profile])
+    params.update(values)
+    if raw_plugin_text is None:
+        if plugin is None:
+            issuer_url = f"http://{params['ISSUER_HOST']}:{params['ISSUER_PORT']}"
+            plugin = plugin_config(issuer_url, f"{params['ISSUER_HOST']}:{params['ISSUER_PORT']}")
+        raw_plugin_text = json.dumps(plugin, indent=2)
+    params["PLUGIN_CONFIG"] = "\n".join("                    " + line for line in raw_plugin_text.splitlines())
+    with open(os.path.join(HERE, "envoy.yaml.in")) as f:
+        return string.Template(f.read()).substitute(params)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="local")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--wasm", help="path of the .wasm (local profile)")
+    args = parser.parse_args()
+    values = {"WASM_PATH": os.path.abspath(args.wasm)} if args.wasm else {}
+    text = render(args.profile, **values)
+    if args.out == "-":
+        sys.stdout.write(text)
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
