@@ -128,7 +128,8 @@ struct RawClientAuth {
 
 /// ZITADEL's application key file, as downloaded from the console.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
+#[derive(Default)]
 struct ApplicationKeyFile {
     #[serde(rename = "type")]
     kind: String,
@@ -403,6 +404,9 @@ fn validate_client_auth(raw: RawClientAuth, issuer: &str, env: EnvLookup<'_>) ->
                         key_file.kind
                     ),
                 ));
+            }
+            if key_file.key.is_empty() {
+                return Err(ConfigError::new(format!("{key_field}.key"), "must not be empty"));
             }
             if key_file.key_id.is_empty() {
                 return Err(ConfigError::new(format!("{key_field}.keyId"), "must not be empty"));

@@ -1,0 +1,106 @@
+"""A small programmable stand-in for an issuer, for the failures a real one
+won't produce on demand: hangs, 5xx, garbage, rejected client credentials.
+
+Started by the tests on 127.0.0.1; `POST /_fault/mode/<name>` picks how the
+next introspection calls are answered; `GET /_fault/stats` counts them.
+"""
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MAX_HANG_SECONDS = 5.0
+
+
+def _active(now_offset_exp):
+    return {"active": True, "sub": "fault-user", "client_id": "fault-client", "aud": ["300000000000000001"],
+            "exp": int(time.time()) + now_offset_exp}
+
+
+MODES = {
+    # name: (status, content type, body) or a callable for special behaviour
+    "status500": (500, "application/json", b'{"error":"server_error"}'),
+    "status502": (502, "text/html", b"<html>bad gateway</html>"),
+    "garbage": (200, "application/json", b"\x00\xffnot json at all{"),
+    "html": (200, "text/html", b"<html>login</html>"),
+    "invalid_client": (401, "application/json", b'{"error":"invalid_client"}'),
+    "unauthorized_client": (400, "application/json", b'{"error":"unauthorized_client"}'),
+    "active_string": (200, "application/json", b'{"active":"true"}'),
+    "no_active": (200, "application/json", b'{"sub":"x"}'),
+}
+
+
+class FaultServer:
+    def __init__(self):
+        self.mode = "status500"
+        self.calls = 0
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, content_type, body):
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                with outer.lock:
+                    self._send(200, "application/json", json.dumps({"calls": outer.calls, "mode": outer.mode}).encode())
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length") or 0)
+                self.rfile.read(length)
+                if self.path.startswith("/_fault/mode/"):
+                    with outer.lock:
+                        outer.mode = self.path.rsplit("/", 1)[-1]
+                        outer.calls = 0
+                    self._send(200, "application/json", b"{}")
+                    return
+                with outer.lock:
+                    outer.calls += 1
+                    mode = outer.mode
+                if mode == "hang":
+                    time.sleep(MAX_HANG_SECONDS)
+                    self.close_connection = True
+                    return
+                if mode == "expired":
+                    self._send(200, "application/json", json.dumps(_active(-10)).encode())
+                    return
+                if mode == "valid":
+                    self._send(200, "application/json", json.dumps(_active(3600)).encode())
+                    return
+                status, content_type, body = MODES[mode]
+                self._send(status, content_type, body)
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 256
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def set_mode(self, mode):
+        with self.lock:
+            self.mode = mode
+            self.calls = 0
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,65 @@
+"""An invalid plugin configuration fails the load, with a message naming the field."""
+import json
+import os
+import subprocess
+
+import pytest
+
+import render
+from conftest import ENVOY, ROOT, WASM
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda c: c["introspection"].update(timeout_ms=0), "introspection.timeout_ms"),
+    (lambda c: c.pop("audiences"), "audiences"),
+    (lambda c: c["rules"].append({"path": "/x", "access": "roles"}), "rules[5].roles"),
+    (lambda c: c.update(client_auth={"method": "private_key_jwt", "key_env": "NOT_PASSED_IN"}), "client_auth.key_env"),
+    (lambda c: c.update(client_auth={"method": "private_key_jwt", "key": {"type": "serviceaccount", "keyId": "1",
+                                                                          "key": "x", "userId": "2"}}),
+     "client_auth.key.type"),
+])
+def test_invalid_config_fails_the_load(envoy_factory, issuer, change, field):
+    plugin = render.plugin_config(issuer.url, f"127.0.0.1:{issuer.port}")
+    change(plugin)
+    envoy = envoy_factory(f"envoy-invalid-{field.replace('.', '-').replace('[', '').replace(']', '')}",
+                          raw_plugin_text=json.dumps(plugin), expect_start=False)
+    code = envoy.wait_exit()
+    assert code != 0
+    log = envoy.process.output()
+    assert f"invalid plugin configuration: `{field}`" in log, log[-3000:]
+
+
+def test_non_json_config_fails_the_load(envoy_factory):
+    envoy = envoy_factory("envoy-invalid-text", raw_plugin_text="issuer: not json", expect_start=False)
+    assert envoy.wait_exit() != 0
+    assert "invalid plugin configuration: `(configuration)`" in envoy.process.output()
+
+
+def test_key_stays_out_of_config_dump(envoy, issuer):
+    dump = envoy.admin("/config_dump").body
+    assert "oauth_introspection" in dump  # the filter config is there ...
+    key_body = [line for line in json.loads(issuer.api_key_json)["key"].splitlines() if "-----" not in line]
+    assert not any(line in dump for line in key_body)  # ... but not the key
+    assert "PRIVATE KEY" not in dump
+
+
+def test_docker_compose_config_is_the_rendered_template():
+    with open(os.path.join(ROOT, "envoy", "envoy.docker.yaml")) as f:
+        committed = f.read()
+    assert committed == render.render("docker"), "run: python3 envoy/render.py --profile docker --out envoy/envoy.docker.yaml"
+
+
+def test_docker_compose_envoy_config_validates(issuer, tmp_path):
+    # The docker config with container paths swapped for local ones, checked by Envoy itself,
+    # which also loads the wasm VM and configures the plugin (so it needs a real key file).
+    # Compose service names resolve only inside compose, so the clusters are STATIC here.
+    text = render.render("docker", WASM_PATH=WASM, API_HOST="127.0.0.1", ISSUER_HOST="127.0.0.1",
+                         CLUSTER_TYPE="STATIC")
+    path = tmp_path / "envoy-docker-local.yaml"
+    path.write_text(text)
+    env = dict(os.environ, ZITADEL_API_KEY_JSON=issuer.api_key_json)
+    result = subprocess.run([ENVOY, "--mode", "validate", "-c", str(path), "--base-id", "99"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "configuration '" in output and "OK" in output, output[-3000:]

@@ -1,0 +1,249 @@
+"""The filter's behaviour in the real Envoy, against the local ZITADEL-like issuer."""
+import http.client
+import re
+import time
+
+import pytest
+
+PROJECT_ID = "300000000000000001"
+SCOPED_CHALLENGE = 'Bearer error="insufficient_scope", scope="read:messages"'
+
+
+def assert_ok_from_upstream(resp):
+    assert resp.status == 200, resp
+    assert re.fullmatch(r"OK \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n", resp.body), resp
+
+
+def assert_invalid_token(resp):
+    assert resp.status == 401, resp
+    assert resp.header("www-authenticate").startswith('Bearer error="invalid_token"'), resp
+    assert resp.header("content-type") == "application/json"
+    assert resp.json()["error"] == "invalid_token"
+
+
+def assert_issuer_unavailable(resp):
+    assert resp.status == 503, resp
+    assert resp.header("content-type") == "application/json"
+    assert resp.json()["error"] == "temporarily_unavailable"
+    assert resp.header("www-authenticate") is None
+
+
+# ---- public routes and missing tokens ----
+
+@pytest.mark.parametrize("path", ["/public", "/api/public", "/api/public/nested?q=1"])
+def test_public_routes_pass_without_token(envoy, issuer, path):
+    before = issuer.introspections()
+    resp = envoy.get(path)
+    assert_ok_from_upstream(resp)
+    assert issuer.introspections() == before
+
+
+@pytest.mark.parametrize("path", ["/protected", "/api/private", "/api/private-scoped"])
+def test_protected_routes_without_header_get_401(envoy, api, path):
+    hits_before = api.hits().get(path, 0)
+    resp = envoy.get(path)
+    assert resp.status == 401
+    assert resp.header("content-type") == "application/json"
+    assert resp.header("www-authenticate") == "Bearer"
+    assert resp.body == '"auth header missing"'
+    assert api.hits().get(path, 0) == hits_before
+
+
+def test_unmatched_path_is_denied(envoy, tokens, api):
+    resp = envoy.get("/admin", token=tokens("reader-opaque"))
+    assert resp.status == 403
+    assert resp.json()["error"] == "access_denied"
+    assert "/admin" not in api.hits()
+
+
+@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer a b", "Bearer ===", "Token abc"])
+def test_malformed_authorization_is_401_without_issuer_call(envoy, issuer, header):
+    before = issuer.introspections()
+    resp = envoy.get("/api/private", headers={"Authorization": header})
+    assert_invalid_token(resp)
+    assert resp.json()["error_description"] == "malformed bearer token"
+    assert issuer.introspections() == before
+
+
+# ---- valid tokens ----
+
+@pytest.mark.parametrize("user", ["reader-opaque", "reader-jwt", "key-user"])
+def test_valid_token_passes_and_upstream_gets_identity(envoy, issuer, user):
+    token = issuer.token(user)
+    info = issuer.ids["service_users"][user]
+    before = issuer.introspections()
+    for path in ["/protected", "/api/private", "/api/private-scoped"]:
+        resp = envoy.get(path, token=token)
+        assert_ok_from_upstream(resp)
+        assert resp.header("echo-x-auth-subject") == info["user_id"]
+        assert resp.header("echo-x-auth-client-id") == info["client_id"]
+        assert resp.header("echo-x-auth-roles") == "read:messages"
+    # Three requests, one introspection: the rest were cache hits.
+    assert issuer.introspections() == before + 1
+
+
+def test_jwt_access_token_is_really_a_jwt(tokens):
+    assert tokens("reader-jwt").count(".") == 2
+    assert tokens("reader-opaque").count(".") != 2
+
+
+def test_second_request_makes_no_second_introspection_call(envoy, issuer):
+    token = issuer.token("reader-opaque")
+    hits_before, misses_before = envoy.metric("cache.hits"), envoy.metric("cache.misses")
+    before = issuer.introspections()
+    assert_ok_from_upstream(envoy.get("/api/private", token=token))
+    assert issuer.introspections() == before + 1
+    for _ in range(5):
+        assert_ok_from_upstream(envoy.get("/api/private", token=token))
+    assert issuer.introspections() == before + 1
+    assert envoy.metric("cache.misses") == misses_before + 1
+    assert envoy.metric("cache.hits") == hits_before + 5
+
+
+def test_client_supplied_identity_headers_are_replaced(envoy, tokens):
+    forged = {"x-auth-subject": "admin", "x-auth-roles": "read:messages,admin", "x-auth-client-id": "forged"}
+    resp = envoy.get("/api/private", token=tokens("plain-opaque"), headers=forged)
+    assert_ok_from_upstream(resp)
+    assert resp.header("echo-x-auth-subject") != "admin"
+    assert resp.header("echo-x-auth-client-id") == "plain-opaque"
+    # plain-opaque has no roles, so no roles header reaches upstream at all.
+    assert resp.header("echo-x-auth-roles") is None
+    # On a public route too: the upstream never sees a forged identity.
+    resp = envoy.get("/public", headers=forged)
+    assert_ok_from_upstream(resp)
+    assert resp.header("echo-x-auth-subject") is None
+
+
+# ---- roles ----
+
+def test_token_without_role_gets_403_insufficient_scope(envoy, tokens, api):
+    hits_before = api.hits().get("/api/private-scoped", 0)
+    resp = envoy.get("/api/private-scoped", token=tokens("plain-opaque"))
+    assert resp.status == 403
+    assert resp.header("www-authenticate") == SCOPED_CHALLENGE
+    assert resp.json()["error"] == "insufficient_scope"
+    assert api.hits().get("/api/private-scoped", 0) == hits_before
+
+
+def test_cached_verdict_does_not_open_the_scoped_route(envoy, issuer):
+    token = issuer.token("plain-opaque")
+    before = issuer.introspections()
+    assert_ok_from_upstream(envoy.get("/api/private", token=token))
+    resp = envoy.get("/api/private-scoped", token=token)
+    assert resp.status == 403
+    assert resp.header("www-authenticate") == SCOPED_CHALLENGE
+    # The 403 came from the cached verdict: no second call, roles checked anyway.
+    assert issuer.introspections() == before + 1
+
+
+# ---- invalid tokens ----
+
+def test_unknown_token_is_401(envoy, issuer, api):
+    before = issuer.introspections()
+    resp = envoy.get("/api/private", token="not-a-real-token-" + str(time.time_ns()))
+    assert_invalid_token(resp)
+    assert resp.json()["error_description"] == "token is not active"
+    assert issuer.introspections() == before + 1
+
+
+def test_wrong_audience_token_is_401(envoy, issuer):
+    # The issuer says active (it does not enforce audience); the filter checks aud itself.
+    resp = envoy.get("/api/private-scoped", token=issuer.token("other-project"))
+    assert_invalid_token(resp)
+    assert resp.json()["error_description"] == "token is not meant for this API"
+
+
+def test_revoked_token_is_401(envoy, issuer):
+    token = issuer.token("reader-opaque")
+    issuer.revoke("reader-opaque", token)
+    assert_invalid_token(envoy.get("/api/private", token=token))
+
+
+def test_revoked_token_is_refused_once_its_cache_entry_ends(envoy_factory, issuer):
+    short = envoy_factory("envoy-short-ttl", {"cache": {"slots": 64, "max_ttl_seconds": 2}})
+    token = issuer.token("reader-jwt")
+    assert_ok_from_upstream(short.get("/api/private", token=token))
+    issuer.revoke("reader-jwt", token)
+    before = issuer.introspections()
+    # Still cached: the documented cost of caching is up to max_ttl_seconds of staleness.
+    assert_ok_from_upstream(short.get("/api/private", token=token))
+    assert issuer.introspections() == before
+    time.sleep(2.2)
+    resp = short.get("/api/private", token=token)
+    assert_invalid_token(resp)
+    assert issuer.introspections() == before + 1
+
+
+def test_cached_token_past_its_exp_is_refused(envoy, issuer):
+    token = issuer.token("short-lived")  # exp = now + 3 s; the cache max is 300 s
+    assert_ok_from_upstream(envoy.get("/api/private", token=token))
+    before = issuer.introspections()
+    assert_ok_from_upstream(envoy.get("/api/private", token=token))
+    assert issuer.introspections() == before
+    time.sleep(3.5)
+    resp = envoy.get("/api/private", token=token)
+    assert_invalid_token(resp)
+    # The entry ended at exp, so the filter asked again rather than trust it.
+    assert issuer.introspections() == before + 1
+
+
+# ---- the shared cache ----
+
+def test_two_workers_share_one_cache(envoy, issuer):
+    token = issuer.token("reader-opaque")
+    prefix = f"listener.127.0.0.1_{envoy.port}."
+
+    def per_worker():
+        stats = envoy.stats()
+        return [stats.get(f"{prefix}worker_{i}.downstream_cx_total", 0) for i in (0, 1)]
+
+    workers_before = per_worker()
+    before = issuer.introspections()
+    for _ in range(24):  # a new connection each time: the kernel spreads them over both workers
+        conn = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=10)
+        conn.request("GET", "/api/private", headers={"Authorization": f"Bearer {token}"})
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        assert resp.status == 200
+    workers_after = per_worker()
+    assert all(after > before_ for after, before_ in zip(workers_after, workers_before)), (
+        workers_before, workers_after)
+    assert issuer.introspections() == before + 1
+
+
+# ---- client_secret_basic ----
+
+def test_client_secret_basic_authenticates_introspection(envoy_factory, issuer):
+    basic = envoy_factory(
+        "envoy-basic",
+        {"client_auth": {"method": "client_secret_basic", "client_id": issuer.ids["basic_api_client_id"],
+                         "client_secret_env": "INTROSPECTION_CLIENT_SECRET"}},
+        env={"INTROSPECTION_CLIENT_SECRET": issuer.ids["basic_api_client_secret"]},
+    )
+    before = issuer.introspections()
+    assert_ok_from_upstream(basic.get("/api/private-scoped", token=issuer.token("reader-opaque")))
+    assert_invalid_token(basic.get("/api/private", token="unknown-token"))
+    assert issuer.introspections() == before + 2
+    assert basic.metric("assertion.signatures") == 0
+
+
+# ---- metrics ----
+
+def test_metrics_are_in_envoy_stats(envoy, issuer):
+    stats = envoy.stats()
+    names = [
+        "allowed", "denied.missing_token", "denied.malformed_token", "denied.invalid_token",
+        "denied.insufficient_role", "denied.no_rule", "denied.issuer_unavailable", "cache.hits", "cache.misses",
+        "introspection.calls", "introspection.issuer_errors", "assertion.signatures",
+    ]
+    for name in names:
+        assert f"wasmcustom.oauth_introspection.{name}" in stats, name
+    assert stats["wasmcustom.oauth_introspection.allowed"] > 0
+    assert stats["wasmcustom.oauth_introspection.denied.missing_token"] > 0
+    # One signature per VM that introspected, reused for every call after it.
+    calls = stats["wasmcustom.oauth_introspection.introspection.calls"]
+    signatures = stats["wasmcustom.oauth_introspection.assertion.signatures"]
+    assert 1 <= signatures <= 2 < calls, (signatures, calls)
+    prometheus = envoy.admin("/stats/prometheus").body
+    assert "oauth_introspection_cache_hits" in prometheus
