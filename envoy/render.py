@@ -84,8 +84,14 @@ def main():
     parser.add_argument("--profile", choices=sorted(PROFILES), default="local")
     parser.add_argument("--out", required=True)
     parser.add_argument("--wasm", help="path of the .wasm (local profile)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="override template values, e.g. ENVOY_PORT=10001 ISSUER_PORT=9001")
     args = parser.parse_args()
     values = {"WASM_PATH": os.path.abspath(args.wasm)} if args.wasm else {}
+    aliases = {"ENVOY_PORT": "LISTEN_PORT"}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        values[aliases.get(name, name)] = value
     text = render(args.profile, **values)
     if args.out == "-":
         sys.stdout.write(text)

@@ -1,6 +1,7 @@
 """An invalid plugin configuration fails the load, with a message naming the field."""
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -63,3 +64,33 @@ def test_docker_compose_envoy_config_validates(issuer, tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "configuration '" in output and "OK" in output, output[-3000:]
+
+
+def test_docker_compose_matches_the_tested_setup():
+    """No Docker engine here: check the compose file's structure against what the tests run."""
+    import yaml
+
+    with open(os.path.join(ROOT, "docker-compose.yml")) as f:
+        compose = yaml.safe_load(f)
+    services = compose["services"]
+    assert set(services) == {"issuer", "api", "envoy"}
+    envoy = services["envoy"]
+    version = subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout
+    assert envoy["image"] == "envoyproxy/envoy:v" + re.search(r"/(1\.\d+\.\d+)/", version).group(1)
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in envoy["volumes"]}
+    assert mounts["/etc/envoy/envoy.yaml"] == "./envoy/envoy.docker.yaml"
+    wasm_in_container = re.search(r"filename: (\S+) }", render.render("docker")).group(1)
+    assert mounts[wasm_in_container] == "./" + os.path.relpath(WASM, ROOT)
+    assert "ZITADEL_API_KEY_JSON" in " ".join(envoy["command"])
+    assert "ZITADEL_API_KEY_JSON" in render.render("docker")  # host_env_keys
+    assert envoy["depends_on"]["issuer"]["condition"] == "service_healthy"
+    for source in [m.split(":")[0] for s in services.values() for m in s.get("volumes", [])]:
+        if source.startswith("./") and "wasm32-wasip1" not in source:
+            assert os.path.exists(os.path.join(ROOT, source)), source
+    issuer_command = services["issuer"]["command"]
+    assert "--issuer http://issuer:9000" in issuer_command and "--port 9000" in issuer_command
+    plugin = render.render("docker")
+    assert '"issuer": "http://issuer:9000"' in plugin
+    assert "address: issuer, port_value: 9000" in plugin and "address: api, port_value: 8000" in plugin
+    assert "--port 8000" in " ".join(services["api"]["command"]).replace("\"", "")
+    assert "failure_policy: FAIL_CLOSED" in plugin
