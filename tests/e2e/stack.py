@@ -1,0 +1,231 @@
+"""The processes the tests and the benchmark run: the real Envoy (from the
+project's virtualenv) with the real .wasm, the local oidc-provider issuer,
+and the demo API, all on 127.0.0.1 with free ports."""
+import base64
+import http.client
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "envoy"))
+
+import render  # noqa: E402
+
+ENVOY = os.environ.get("ENVOY_BIN", os.path.join(ROOT, ".venv", "bin", "envoy"))
+WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "oauth_introspection_filter.wasm")
+# Everything at debug, except the two components where Envoy itself dumps
+# request headers (Authorization included) at debug: envoyproxy/envoy#9652.
+ENVOY_LOG_ARGS = ["-l", "debug", "--component-log-level", "http:info,router:info"]
+
+_base_ids = itertools.count(int(os.environ.get("E2E_BASE_ID", "40")))
+# Every secret that passes through a test, so the last test can check logs.
+SECRETS = set()
+LOG_FILES = []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Process:
+    """A child process whose output goes to a log file."""
+
+    def __init__(self, name, args, log_dir, env=None):
+        self.name = name
+        self.log_path = os.path.join(log_dir, f"{name}.log")
+        LOG_FILES.append(self.log_path)
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                     start_new_session=True)
+
+    def output(self):
+        self.log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def wait_for_line(self, text, timeout=20):
+        def seen():
+            if self.proc.poll() is not None and text not in self.output():
+                raise AssertionError(f"{self.name} exited ({self.proc.returncode}):\n{self.output()[-3000:]}")
+            return text in self.output()
+        wait_for(seen, timeout, f"{self.name} to print {text!r}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name):
+        return self.headers.get(name.lower())
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<{self.status} {self.headers} {self.body[:200]!r}>"
+
+
+def http_request(port, path, method="GET", headers=None, body=None, timeout=10):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data.decode("utf-8", "replace"))
+    finally:
+        conn.close()
+
+
+class Issuer:
+    """The local ZITADEL-like issuer (demo/issuer, npm oidc-provider)."""
+
+    def __init__(self, log_dir, name="issuer"):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.state_dir = tempfile.mkdtemp(prefix=f"{name}-state-", dir=log_dir)
+        self.process = Process(name, ["node", "demo/issuer/issuer.mjs", "--port", str(self.port), "--issuer",
+                                      self.url, "--state-dir", self.state_dir], log_dir)
+        self.process.wait_for_line("issuer ready")
+        with open(os.path.join(self.state_dir, "ids.json")) as f:
+            self.ids = json.load(f)
+        with open(os.path.join(self.state_dir, "api-app-key.json")) as f:
+            self.api_key_json = f.read()
+        key = json.loads(self.api_key_json)["key"]
+        SECRETS.update(line for line in key.splitlines() if "-----" not in line and len(line) > 20)
+        if self.ids.get("basic_api_client_secret"):
+            SECRETS.add(self.ids["basic_api_client_secret"])
+
+    def _post_form(self, path, form, user, secret):
+        data = urllib.parse.urlencode(form).encode()
+        req = urllib.request.Request(self.url + path, data=data, method="POST")
+        basic = base64.b64encode(f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(secret, safe='')}".encode())
+        req.add_header("Authorization", "Basic " + basic.decode())
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.read()
+
+    def token(self, user):
+        """A fresh access token for a service user, through the real grant."""
+        info = self.ids["service_users"][user]
+        if info["grant"] == "jwt-bearer":
+            out = subprocess.run(["node", "demo/issuer/get-token.mjs", "--state-dir", self.state_dir, "--user", user],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=30, check=True)
+            token = out.stdout.strip()
+        else:
+            body = self._post_form("/oauth/v2/token", {"grant_type": "client_credentials", "scope": "openid"},
+                                   info["client_id"], info["client_secret"])
+            token = json.loads(body)["access_token"]
+        SECRETS.add(token)
+        return token
+
+    def revoke(self, user, token):
+        info = self.ids["service_users"][user]
+        self._post_form("/oauth/v2/revoke", {"token": token, "token_type_hint": "access_token"},
+                        info["client_id"], info["client_secret"])
+
+    def introspections(self):
+        with urllib.request.urlopen(self.url + "/_test/stats", timeout=5) as resp:
+            return json.load(resp)["introspect_requests"]
+
+    def stop(self):
+        self.process.stop()
+
+
+class Envoy:
+    """The real Envoy binary with the real .wasm."""
+
+    def __init__(self, log_dir, issuer_port, api_port, name="envoy", concurrency=2, plugin=None,
+                 raw_plugin_text=None, env=None, expect_start=True, log_args=ENVOY_LOG_ARGS, edit_config=None):
+        """`edit_config(text, envoy)` may rewrite the rendered YAML (the benchmark adds listeners)."""
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.config_path = os.path.join(log_dir, f"{name}.yaml")
+        text = render.render("local", plugin=plugin, raw_plugin_text=raw_plugin_text, WASM_PATH=WASM,
+                             ADMIN_PORT=self.admin_port, LISTEN_PORT=self.port, API_PORT=api_port,
+                             ISSUER_PORT=issuer_port)
+        if edit_config:
+            text = edit_config(text, self)
+        with open(self.config_path, "w") as f:
+            f.write(text)
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.process = Process(name, [ENVOY, "-c", self.config_path, "--concurrency", str(concurrency),
+                                      "--base-id", str(next(_base_ids)), *log_args], log_dir, env=full_env)
+        if expect_start:
+            wait_for(self._ready, 30, f"{name} to be ready")
+
+    def _ready(self):
+        if self.process.proc.poll() is not None:
+            raise AssertionError(f"envoy exited ({self.process.proc.returncode}):\n{self.process.output()[-4000:]}")
+        try:
+            return http_request(self.admin_port, "/ready", timeout=1).body.strip() == "LIVE"
+        except OSError:
+            return False
+
+    def wait_exit(self, timeout=30):
+        return self.process.proc.wait(timeout=timeout)
+
+    def get(self, path, token=None, headers=None, method="GET"):
+        headers = dict(headers or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return http_request(self.port, path, method=method, headers=headers)
+
+    def stats(self):
+        text = http_request(self.admin_port, "/stats").body
+        return {k: int(v) for k, v in re.findall(r"^([\w.:\-]+): (\d+)$", text, re.M)}
+
+    def metric(self, name):
+        return self.stats().get(f"wasmcustom.oauth_introspection.{name}", 0)
+
+    def admin(self, path):
+        return http_request(self.admin_port, path)
+
+    def stop(self):
+        self.process.stop()
+
+
+class Api:
+    def __init__(self, log_dir):
+        self.port = free_port()
+        self.process = Process("api", [sys.executable, "demo/api.py", "--port", str(self.port)], log_dir)
+        self.process.wait_for_line("demo api ready")
+
+    def hits(self):
+        return json.loads(http_request(self.port, "/_upstream/stats").body)
+
+    def stop(self):
+        self.process.stop()
