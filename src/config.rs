@@ -262,10 +262,7 @@ pub fn parse(json: &[u8], env: EnvLookup<'_>) -> Result<Config, ConfigError> {
 
 /// serde_json appends " at line L column C"; the field path says more.
 fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_string(),
-        None => message.to_string(),
-    }
+    message.rsplit_once(" at line ").map_or(message, |(problem, _)| problem).to_string()
 }
 
 fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {

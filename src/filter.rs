@@ -142,6 +142,14 @@ impl RequestFilter {
         }
     }
 
+    fn hold_while_pending(&self) -> Action {
+        if self.pending.is_some() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
     fn issuer_response(&self, body_size: usize) -> Result<Verdict, IssuerError> {
         let max = self.plugin.config.max_response_bytes;
         if body_size > max {
@@ -228,6 +236,16 @@ impl HttpContext for RequestFilter {
                 self.start_introspection(token, hash, access)
             }
         }
+    }
+
+    // Body and trailers stay with Envoy until the verdict is in: nothing of a
+    // request moves upstream while its introspection call is pending.
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        self.hold_while_pending()
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.hold_while_pending()
     }
 }
 

@@ -69,8 +69,7 @@ impl Rules {
 }
 
 fn path_without_query(path: &str) -> &str {
-    let end = path.find(['?', '#']).unwrap_or(path.len());
-    &path[..end]
+    path.split(['?', '#']).next().unwrap_or_default()
 }
 
 impl Access {

@@ -198,11 +198,11 @@ class Envoy:
     def wait_exit(self, timeout=30):
         return self.process.proc.wait(timeout=timeout)
 
-    def get(self, path, token=None, headers=None, method="GET"):
+    def get(self, path, token=None, headers=None, method="GET", body=None):
         headers = dict(headers or {})
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        return http_request(self.port, path, method=method, headers=headers)
+        return http_request(self.port, path, method=method, headers=headers, body=body)
 
     def stats(self):
         text = http_request(self.admin_port, "/stats").body

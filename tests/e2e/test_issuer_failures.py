@@ -72,3 +72,14 @@ def test_issuer_stopped_is_503(envoy_factory, log_dir):
     assert_issuer_unavailable(envoy.get("/api/private", token=fresh))
     # A verdict cached before the outage still holds until its entry ends.
     assert_ok_from_upstream(envoy.get("/api/private", token=cached))
+
+
+@pytest.mark.parametrize("mode, expected", [("hang", 503), ("status500", 503), ("valid", 200)])
+def test_request_body_waits_for_the_verdict(faulty, fault_server, api, mode, expected):
+    # A body arriving while the introspection call is pending must not push the request upstream.
+    fault_server.set_mode(mode)
+    path = f"/api/private/upload-{mode}"
+    resp = faulty.get(path, token=f"token-body-{mode}", method="POST",
+                      headers={"Content-Type": "application/json"}, body=b'{"data": "' + b"x" * 100_000 + b'"}')
+    assert resp.status == expected, resp
+    assert api.hits().get(path, 0) == (1 if expected == 200 else 0)
