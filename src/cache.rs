@@ -36,8 +36,9 @@ pub struct CacheSettings {
 
 pub struct VerdictCache {
     settings: CacheSettings,
-    key_prefix: String,
 }
+
+const SLOT_KEY_PREFIX: &str = "oauth_introspection.v1.slot.";
 
 /// What `store` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,11 +52,7 @@ pub enum StoreOutcome {
 
 impl VerdictCache {
     pub fn new(settings: CacheSettings) -> Self {
-        VerdictCache { settings, key_prefix: "oauth_introspection.v1.slot.".to_string() }
-    }
-
-    pub fn settings(&self) -> &CacheSettings {
-        &self.settings
+        VerdictCache { settings }
     }
 
     /// The cached identity for this token, if a live entry exists.
@@ -80,10 +77,9 @@ impl VerdictCache {
             valid_until,
             identity: identity.clone(),
         };
-        let bytes = encode_entry(&entry);
-        if bytes.len() > self.settings.max_entry_bytes {
+        let Some(bytes) = encode_entry(&entry).filter(|bytes| bytes.len() <= self.settings.max_entry_bytes) else {
             return StoreOutcome::NotCacheable;
-        }
+        };
         let (slot, cas) = self.choose_victim(store, hash, now);
         if store.set(&self.slot_key(slot), &bytes, cas) {
             StoreOutcome::Stored
@@ -125,7 +121,7 @@ impl VerdictCache {
     }
 
     fn slot_key(&self, slot: u32) -> String {
-        format!("{}{slot}", self.key_prefix)
+        format!("{SLOT_KEY_PREFIX}{slot}")
     }
 }
 
@@ -144,7 +140,9 @@ const ENTRY_VERSION: u8 = 1;
 /// Binary layout: version u8, fingerprint u64, token hash [32], valid_until
 /// u64, exp u64 (0 = none), then subject, client id, role count (u16) and
 /// roles, each string as a u16 length and UTF-8 bytes. Integers big-endian.
-pub fn encode_entry(entry: &CacheEntry) -> Vec<u8> {
+/// `None` when a string or the role list is too long for its length field:
+/// such an identity is used but not cached, never cached in a shortened form.
+pub fn encode_entry(entry: &CacheEntry) -> Option<Vec<u8>> {
     let identity = &entry.identity;
     let mut out =
         Vec::with_capacity(64 + identity.subject.len() + identity.client_id.len() + identity.roles.len() * 16);
@@ -153,23 +151,19 @@ pub fn encode_entry(entry: &CacheEntry) -> Vec<u8> {
     out.extend_from_slice(&entry.token.0);
     out.extend_from_slice(&entry.valid_until.to_be_bytes());
     out.extend_from_slice(&identity.expires_at.unwrap_or(0).to_be_bytes());
-    push_str(&mut out, &identity.subject);
-    push_str(&mut out, &identity.client_id);
-    let roles: Vec<&String> =
-        identity.roles.iter().filter(|r| r.len() <= usize::from(u16::MAX)).take(usize::from(u16::MAX)).collect();
-    out.extend_from_slice(&u16::try_from(roles.len()).unwrap_or(0).to_be_bytes());
-    for role in roles {
-        push_str(&mut out, role);
+    push_str(&mut out, &identity.subject)?;
+    push_str(&mut out, &identity.client_id)?;
+    out.extend_from_slice(&u16::try_from(identity.roles.len()).ok()?.to_be_bytes());
+    for role in &identity.roles {
+        push_str(&mut out, role)?;
     }
-    out
+    Some(out)
 }
 
-fn push_str(out: &mut Vec<u8>, value: &str) {
-    // Longer strings are stored empty; such an entry is far past any sane
-    // max_entry_bytes anyway and is refused by `store`.
-    let bytes = if value.len() <= usize::from(u16::MAX) { value.as_bytes() } else { b"" };
-    out.extend_from_slice(&u16::try_from(bytes.len()).unwrap_or(0).to_be_bytes());
-    out.extend_from_slice(bytes);
+fn push_str(out: &mut Vec<u8>, value: &str) -> Option<()> {
+    out.extend_from_slice(&u16::try_from(value.len()).ok()?.to_be_bytes());
+    out.extend_from_slice(value.as_bytes());
+    Some(())
 }
 
 /// Decodes a slot; `None` for anything malformed (another version, a
@@ -258,24 +252,31 @@ pub(crate) mod tests {
         }
     }
 
+    fn settings(slots: u32) -> CacheSettings {
+        CacheSettings { slots, max_ttl_secs: 300, max_entry_bytes: 1024, fingerprint: 7 }
+    }
+
     fn cache(slots: u32) -> VerdictCache {
-        VerdictCache::new(CacheSettings { slots, max_ttl_secs: 300, max_entry_bytes: 1024, fingerprint: 7 })
+        VerdictCache::new(settings(slots))
     }
 
     #[test]
     fn entry_round_trips() {
         let entry =
             CacheEntry { fingerprint: 9, token: TokenHash::of("t"), valid_until: 42, identity: identity(Some(50)) };
-        assert_eq!(decode_entry(&encode_entry(&entry)), Some(entry.clone()));
-        let no_exp = CacheEntry { identity: identity(None), ..entry };
-        assert_eq!(decode_entry(&encode_entry(&no_exp)), Some(no_exp));
+        assert_eq!(decode_entry(&encode_entry(&entry).unwrap()), Some(entry.clone()));
+        let no_exp = CacheEntry { identity: identity(None), ..entry.clone() };
+        assert_eq!(decode_entry(&encode_entry(&no_exp).unwrap()), Some(no_exp));
+        let mut huge = entry;
+        huge.identity.subject = "s".repeat(70_000);
+        assert_eq!(encode_entry(&huge), None);
     }
 
     #[test]
     fn every_truncation_or_extension_is_refused() {
         let entry =
             CacheEntry { fingerprint: 9, token: TokenHash::of("t"), valid_until: 42, identity: identity(Some(50)) };
-        let bytes = encode_entry(&entry);
+        let bytes = encode_entry(&entry).unwrap();
         for len in 0..bytes.len() {
             assert_eq!(decode_entry(&bytes[..len]), None, "truncated to {len}");
         }
@@ -330,7 +331,7 @@ pub(crate) mod tests {
         let store = MemoryStore::default();
         let token = TokenHash::of("token");
         cache(64).store(&store, &token, &identity(Some(5000)), 1000);
-        let other = VerdictCache::new(CacheSettings { fingerprint: 8, ..cache(64).settings().clone() });
+        let other = VerdictCache::new(CacheSettings { fingerprint: 8, ..settings(64) });
         assert_eq!(other.lookup(&store, &token, 1001), None);
     }
 

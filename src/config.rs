@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::cache::CacheSettings;
 use crate::client_auth::{AssertionSigner, ClientAuth};
 use crate::introspection::Expectations;
-use crate::rules::{Access, PathPattern, Rule, Rules};
+use crate::rules::{is_role_name, Access, PathPattern, Rule, Rules};
 
 /// A configuration error: which field, and what is wrong with it.
 /// Never carries secret values.
@@ -35,7 +35,6 @@ impl fmt::Display for ConfigError {
 
 /// The validated configuration.
 pub struct Config {
-    pub issuer: String,
     pub introspection: Endpoint,
     pub expectations: Expectations,
     pub client_auth: ClientAuth,
@@ -127,9 +126,8 @@ struct RawClientAuth {
 }
 
 /// ZITADEL's application key file, as downloaded from the console.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
-#[derive(Default)]
 struct ApplicationKeyFile {
     #[serde(rename = "type")]
     kind: String,
@@ -309,18 +307,15 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     }
 
     let client_auth = validate_client_auth(raw.client_auth, &issuer, env)?;
-    let cache = validate_cache(&raw.cache, &issuer, &raw.audiences, &role_claims)?;
+    let cache = validate_cache(&raw.cache)?;
     let identity_headers = validate_identity_headers(raw.identity_headers)?;
     let rules = validate_rules(raw.rules, raw.unmatched)?;
 
+    let expectations =
+        Expectations { issuer, audiences: raw.audiences, role_claims, clock_skew_secs: raw.clock_skew_seconds };
+    let cache = CacheSettings { fingerprint: fingerprint(&expectations, cache.max_ttl_secs), ..cache };
     Ok(Config {
-        expectations: Expectations {
-            issuer: issuer.clone(),
-            audiences: raw.audiences,
-            role_claims,
-            clock_skew_secs: raw.clock_skew_seconds,
-        },
-        issuer,
+        expectations,
         introspection,
         client_auth,
         cache,
@@ -381,9 +376,7 @@ fn validate_client_auth(raw: RawClientAuth, issuer: &str, env: EnvLookup<'_>) ->
                     return Err(ConfigError::new("client_auth.key", "must be the key file's JSON object or its text"))
                 }
                 (None, Some(name)) => {
-                    let text = env(&name).ok_or_else(|| {
-                        ConfigError::new("client_auth.key_env", format!("environment variable {name} is not set in the VM (list it in vm_config.environment_variables)"))
-                    })?;
+                    let text = from_env(env, "client_auth.key_env", &name)?;
                     (format!("client_auth.key_env ({name})"), text)
                 }
             };
@@ -439,14 +432,18 @@ fn validate_client_auth(raw: RawClientAuth, issuer: &str, env: EnvLookup<'_>) ->
             })?;
             let secret = match (raw.client_secret, raw.client_secret_env) {
                 (Some(_), Some(_)) => {
-                    return Err(ConfigError::new("client_auth.client_secret", "give either client_secret or client_secret_env, not both"))
+                    return Err(ConfigError::new(
+                        "client_auth.client_secret",
+                        "give either client_secret or client_secret_env, not both",
+                    ))
                 }
                 (Some(secret), None) => secret,
-                (None, Some(name)) => env(&name).ok_or_else(|| {
-                    ConfigError::new("client_auth.client_secret_env", format!("environment variable {name} is not set in the VM (list it in vm_config.environment_variables)"))
-                })?,
+                (None, Some(name)) => from_env(env, "client_auth.client_secret_env", &name)?,
                 (None, None) => {
-                    return Err(ConfigError::new("client_auth.client_secret", "client_secret_basic needs client_secret or client_secret_env"))
+                    return Err(ConfigError::new(
+                        "client_auth.client_secret",
+                        "client_secret_basic needs client_secret or client_secret_env",
+                    ))
                 }
             };
             if secret.is_empty() {
@@ -461,12 +458,25 @@ fn validate_client_auth(raw: RawClientAuth, issuer: &str, env: EnvLookup<'_>) ->
     }
 }
 
-fn validate_cache(
-    raw: &RawCache,
-    issuer: &str,
-    audiences: &[String],
-    role_claims: &[String],
-) -> Result<CacheSettings, ConfigError> {
+/// Reads a secret from the VM's environment. The name is checked before it is
+/// echoed in an error: people do paste the secret itself into `*_env` fields.
+fn from_env(env: EnvLookup<'_>, field: &str, name: &str) -> Result<String, ConfigError> {
+    let is_name = (1..=128).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if !is_name {
+        return Err(ConfigError::new(field, "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"));
+    }
+    env(name).ok_or_else(|| {
+        ConfigError::new(
+            field,
+            format!("environment variable {name} is not set in the VM (list it in vm_config.environment_variables.host_env_keys)"),
+        )
+    })
+}
+
+/// The cache settings; the fingerprint is filled in once the expectations are known.
+fn validate_cache(raw: &RawCache) -> Result<CacheSettings, ConfigError> {
     if !(1..=1_048_576).contains(&raw.slots) {
         return Err(ConfigError::new("cache.slots", "must be between 1 and 1048576"));
     }
@@ -480,45 +490,68 @@ fn validate_cache(
         slots: raw.slots,
         max_ttl_secs: raw.max_ttl_seconds,
         max_entry_bytes: raw.max_entry_bytes,
-        fingerprint: fingerprint(issuer, audiences, role_claims),
+        fingerprint: 0,
     })
 }
 
-/// What a cached verdict depends on: change any of it and old entries stop counting.
-fn fingerprint(issuer: &str, audiences: &[String], role_claims: &[String]) -> u64 {
-    let mut hasher = hmac_sha256::Hash::new();
-    for part in std::iter::once(issuer)
-        .chain(audiences.iter().map(String::as_str))
+/// What a cached verdict depends on: change any of it and old entries stop
+/// counting. Shared data outlives a reconfiguration, so a shorter
+/// `max_ttl_seconds` must not leave entries written under the longer one.
+fn fingerprint(expected: &Expectations, max_ttl_secs: u64) -> u64 {
+    let ttl = max_ttl_secs.to_string();
+    let parts = std::iter::once(expected.issuer.as_str())
+        .chain(std::iter::once("\0audiences"))
+        .chain(expected.audiences.iter().map(String::as_str))
         .chain(std::iter::once("\0roles"))
-        .chain(role_claims.iter().map(String::as_str))
-    {
+        .chain(expected.role_claims.iter().map(String::as_str))
+        .chain(std::iter::once("\0ttl"))
+        .chain(std::iter::once(ttl.as_str()));
+    let mut hasher = hmac_sha256::Hash::new();
+    for part in parts {
         hasher.update(part.as_bytes());
         hasher.update([0u8]);
     }
-    let digest = hasher.finalize();
-    let [a, b, c, d, e, f, g, h, ..] = digest;
+    let [a, b, c, d, e, f, g, h, ..] = hasher.finalize();
     u64::from_be_bytes([a, b, c, d, e, f, g, h])
 }
 
-/// Headers the filter must never let a client or config pick as identity headers.
-const RESERVED_HEADERS: [&str; 6] =
-    ["authorization", "host", "content-length", "content-type", "cookie", "transfer-encoding"];
+/// Headers that must not be used as identity headers: credentials, routing,
+/// hop-by-hop and content headers, and Envoy's own.
+const RESERVED_HEADERS: [&str; 12] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "connection",
+    "keep-alive",
+    "te",
+    "upgrade",
+    "transfer-encoding",
+    "content-length",
+    "content-type",
+    "content-encoding",
+];
+const RESERVED_PREFIXES: [&str; 2] = ["x-envoy-", "x-forwarded-"];
 
 fn validate_identity_headers(raw: RawIdentityHeaders) -> Result<IdentityHeaders, ConfigError> {
     let headers = IdentityHeaders { subject: raw.subject, client_id: raw.client_id, roles: raw.roles };
     for (field, name) in [("subject", &headers.subject), ("client_id", &headers.client_id), ("roles", &headers.roles)] {
+        // No '_': the shipped Envoy config refuses underscore headers, and
+        // CGI-style upstreams read `x_a` and `x-a` as the same variable.
         let valid = !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-            && !RESERVED_HEADERS.contains(&name.as_str());
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !RESERVED_HEADERS.contains(&name.as_str())
+            && !RESERVED_PREFIXES.iter().any(|prefix| name.starts_with(prefix));
         if !valid {
             return Err(ConfigError::new(
                 format!("identity_headers.{field}"),
-                "must be a lower-case header name (a-z, 0-9, '-', '_') other than authorization, host, cookie or content headers",
+                "must be a lower-case header name (a-z, 0-9, '-') that is not a credential, hop-by-hop, content, \
+                 x-envoy-* or x-forwarded-* header",
             ));
         }
     }
-    let names = headers.names();
-    if names[0] == names[1] || names[0] == names[2] || names[1] == names[2] {
+    let [subject, client_id, roles] = headers.names();
+    if subject == client_id || subject == roles || client_id == roles {
         return Err(ConfigError::new("identity_headers", "the three header names must differ"));
     }
     Ok(headers)
@@ -552,12 +585,12 @@ fn validate_rules(raw: Vec<RawRule>, unmatched: Option<RawAccess>) -> Result<Rul
             }
         };
         let access = match (rule.access, rule.roles) {
-            (RawAccess::Roles, Some(roles)) if !roles.is_empty() && roles.iter().all(|r| is_scope_token(r)) => {
+            (RawAccess::Roles, Some(roles)) if !roles.is_empty() && roles.iter().all(|r| is_role_name(r)) => {
                 Access::AnyRole(roles)
             }
             (RawAccess::Roles, _) => return Err(ConfigError::new(
                 field("roles"),
-                "access \"roles\" needs a non-empty list of role names (printable ASCII without spaces, '\"' or '\\')",
+                "access \"roles\" needs a non-empty list of role names (printable ASCII without spaces, ',', '\"' or '\\')",
             )),
             (_, Some(_)) => return Err(ConfigError::new(field("roles"), "only applies to access \"roles\"")),
             (RawAccess::Public, None) => Access::Public,
@@ -577,12 +610,6 @@ fn validate_rules(raw: Vec<RawRule>, unmatched: Option<RawAccess>) -> Result<Rul
         }
     };
     Ok(Rules { rules, unmatched })
-}
-
-/// RFC 6750 scope-token (NQCHAR): role names appear in the
-/// `WWW-Authenticate` challenge unescaped.
-fn is_scope_token(role: &str) -> bool {
-    !role.is_empty() && role.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5b | 0x5d..=0x7e))
 }
 
 fn check_rule_path(path: String, field: &str) -> Result<String, ConfigError> {
@@ -637,7 +664,7 @@ mod tests {
     #[test]
     fn minimal_config_gets_documented_defaults() {
         let config = parse_value(&valid()).unwrap();
-        assert_eq!(config.issuer, "http://127.0.0.1:9000");
+        assert_eq!(config.expectations.issuer, "http://127.0.0.1:9000");
         assert_eq!(
             config.introspection,
             Endpoint {
@@ -691,6 +718,9 @@ mod tests {
         let mut same = valid();
         same["cache"] = json!({"slots": 16});
         assert_eq!(a, parse_value(&same).unwrap().cache.fingerprint);
+        let mut shorter = valid();
+        shorter["cache"] = json!({"max_ttl_seconds": 10});
+        assert_ne!(a, parse_value(&shorter).unwrap().cache.fingerprint);
     }
 
     /// Each broken config must fail with an error naming the field.
@@ -739,6 +769,12 @@ mod tests {
                 "client_auth.key_env",
                 Box::new(|c| c["client_auth"] = json!({"method": "private_key_jwt", "key_env": "MISSING"})),
             ),
+            (
+                "client_auth.key_env",
+                Box::new(|c| {
+                    c["client_auth"] = json!({"method": "private_key_jwt", "key_env": "-----BEGIN PRIVATE KEY-----"})
+                }),
+            ),
             ("client_auth.client_secret", Box::new(|c| c["client_auth"]["client_secret"] = json!("s"))),
             (
                 "client_auth.assertion_lifetime_seconds",
@@ -758,6 +794,11 @@ mod tests {
             ("cache.size", Box::new(|c| c["cache"] = json!({"size": 10}))),
             ("identity_headers.subject", Box::new(|c| c["identity_headers"] = json!({"subject": "X-User"}))),
             ("identity_headers.roles", Box::new(|c| c["identity_headers"] = json!({"roles": "authorization"}))),
+            ("identity_headers.roles", Box::new(|c| c["identity_headers"] = json!({"roles": "x_auth_roles"}))),
+            (
+                "identity_headers.client_id",
+                Box::new(|c| c["identity_headers"] = json!({"client_id": "x-envoy-client"})),
+            ),
             ("identity_headers", Box::new(|c| c["identity_headers"] = json!({"roles": "x-auth-subject"}))),
             ("rules", Box::new(|c| c["rules"] = json!([]))),
             ("rules[0].path", Box::new(|c| c["rules"][0] = json!({"access": "public"}))),
@@ -767,6 +808,7 @@ mod tests {
             ("rules[2].roles", Box::new(|c| c["rules"][2]["roles"] = json!([]))),
             ("rules[2].roles", Box::new(|c| c["rules"][2]["roles"] = json!(["read messages"]))),
             ("rules[2].roles", Box::new(|c| c["rules"][2]["roles"] = json!(["a\"b"]))),
+            ("rules[2].roles", Box::new(|c| c["rules"][2]["roles"] = json!(["a,b"]))),
             ("rules[0].roles", Box::new(|c| c["rules"][0]["roles"] = json!(["x"]))),
             ("rules[0].access", Box::new(|c| c["rules"][0]["access"] = json!("deny"))),
             ("rules[0].access", Box::new(|c| c["rules"][0]["access"] = json!("everyone"))),

@@ -1,6 +1,9 @@
 //! The proxy-wasm glue: reads the request, asks the plain-Rust modules what
 //! to do, and carries it out with host calls. No decision is made here that
 //! a host test could not make.
+//!
+//! Headers are always read as bytes: the SDK's `String` getters unwrap
+//! `from_utf8`, so one non-UTF-8 header would panic the VM.
 
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
@@ -10,12 +13,12 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MetricType};
 
-use crate::cache::{SharedData, VerdictCache};
+use crate::cache::{SharedData, StoreOutcome, VerdictCache};
 use crate::config::{self, Config};
 use crate::introspection::{self, Identity, IssuerError, IssuerResponse, Verdict};
 use crate::response::Denial;
 use crate::rules::Access;
-use crate::token::{bearer_token, TokenHash};
+use crate::token::{bearer_token, TokenError, TokenHash};
 
 /// Everything a request needs, built once per VM at configure time.
 struct Plugin {
@@ -48,8 +51,12 @@ impl RootContext for FilterRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let plugin = self.plugin.clone()?;
-        Some(Box::new(RequestFilter { plugin, pending: None }))
+        Some(match &self.plugin {
+            Some(plugin) => Box::new(RequestFilter { plugin: Rc::clone(plugin), pending: None }),
+            // A failed configure fails the plugin load, so this should not be
+            // reached; if it is, refuse rather than pass requests unchecked.
+            None => Box::new(Unconfigured),
+        })
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -60,7 +67,7 @@ impl RootContext for FilterRoot {
 /// A request waiting for the issuer's answer.
 struct PendingIntrospection {
     call_id: u32,
-    token: TokenHash,
+    token_hash: TokenHash,
     access: Access,
 }
 
@@ -70,24 +77,38 @@ struct RequestFilter {
 }
 
 impl RequestFilter {
-    fn now(&self) -> u64 {
-        self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    /// Unix seconds; `None` if the host clock is unusable (then nothing is valid).
+    fn now(&self) -> Option<u64> {
+        self.get_current_time().duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
     }
 
-    fn deny(&self, denial: Denial) {
+    fn request_header(&self, name: &str) -> Option<Result<String, ()>> {
+        self.get_http_request_header_bytes(name).map(|bytes| String::from_utf8(bytes).map_err(|_| ()))
+    }
+
+    fn deny(&self, denial: Denial) -> Action {
         debug!("denied: {}", denial.reason());
         self.plugin.metrics.denied(&denial);
         let reply = denial.reply();
-        let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        self.send_http_response(reply.status, headers, Some(reply.body.as_bytes()));
+        self.send_http_response(reply.status, header_refs(&reply.headers), Some(reply.body.as_bytes()));
+        Action::Pause
+    }
+
+    /// The issuer could not vouch for the token: log why, count it, answer 503.
+    fn fail(&self, err: IssuerError) -> Action {
+        increment(self.plugin.metrics.issuer_errors);
+        if err.needs_operator() {
+            error!("token introspection failed: {err}");
+        } else {
+            warn!("token introspection failed: {err}");
+        }
+        self.deny(Denial::IssuerUnavailable)
     }
 
     /// Applies the route's own requirement to a verdict, cached or fresh.
-    /// Returns true when the request may go on.
-    fn admit(&self, identity: &Identity, access: &Access) -> bool {
+    fn admit(&self, identity: &Identity, access: &Access) -> Action {
         if let Err(required) = access.check_roles(&identity.roles) {
-            self.deny(Denial::InsufficientRole(required.to_vec()));
-            return false;
+            return self.deny(Denial::InsufficientRole(required.to_vec()));
         }
         let headers = &self.plugin.config.identity_headers;
         for (name, value) in [
@@ -100,46 +121,55 @@ impl RequestFilter {
             }
         }
         increment(self.plugin.metrics.allowed);
-        true
+        Action::Continue
     }
 
-    fn start_introspection(&mut self, token: &str, hash: TokenHash, access: Access) -> Action {
+    fn start_introspection(&mut self, token: &str, token_hash: TokenHash, access: Access, now: u64) -> Action {
         let plugin = Rc::clone(&self.plugin);
         let endpoint = &plugin.config.introspection;
         let client_auth = &plugin.config.client_auth;
         let signatures_before = client_auth.signatures();
-        let proof = match client_auth.proof(self.now()) {
+        let proof = match client_auth.proof(now) {
             Ok(proof) => proof,
-            Err(err) => {
-                error!("{err}");
-                self.deny(Denial::IssuerUnavailable);
-                return Action::Pause;
-            }
+            Err(_) => return self.fail(IssuerError::Signing),
         };
         if client_auth.signatures() > signatures_before {
             increment(plugin.metrics.assertions_signed);
         }
         let request = introspection::build_request(&endpoint.authority, &endpoint.path, token, &proof);
-        let headers: Vec<(&str, &str)> = request.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         increment(plugin.metrics.introspections);
-        match self.dispatch_http_call(
+        let dispatched = self.dispatch_http_call(
             &endpoint.cluster,
-            headers,
+            header_refs(&request.headers),
             Some(request.body.as_bytes()),
             vec![],
             endpoint.timeout,
-        ) {
+        );
+        match dispatched {
             Ok(call_id) => {
-                self.pending = Some(PendingIntrospection { call_id, token: hash, access });
+                self.pending = Some(PendingIntrospection { call_id, token_hash, access });
                 Action::Pause
             }
             Err(status) => {
-                error!("introspection call to cluster {} could not be dispatched: {status:?}", endpoint.cluster);
-                increment(plugin.metrics.issuer_errors);
-                self.deny(Denial::IssuerUnavailable);
-                Action::Pause
+                error!("cannot call cluster {:?}: {status:?}", endpoint.cluster);
+                self.fail(IssuerError::Dispatch)
             }
         }
+    }
+
+    fn issuer_verdict(&self, body_size: usize, now: u64) -> Result<Verdict, IssuerError> {
+        if body_size > self.plugin.config.max_response_bytes {
+            return Err(IssuerError::TooLarge);
+        }
+        let header = |name| self.get_http_call_response_header_bytes(name).and_then(|v| String::from_utf8(v).ok());
+        let status = header(":status").and_then(|s| s.parse::<u16>().ok());
+        let content_type = header("content-type");
+        let body = match body_size {
+            0 => Vec::new(),
+            size => self.get_http_call_response_body(0, size).unwrap_or_default(),
+        };
+        let response = IssuerResponse { status, content_type: content_type.as_deref(), body: &body };
+        introspection::evaluate(response, &self.plugin.config.expectations, now)
     }
 
     fn hold_while_pending(&self) -> Action {
@@ -149,22 +179,6 @@ impl RequestFilter {
             Action::Continue
         }
     }
-
-    fn issuer_response(&self, body_size: usize) -> Result<Verdict, IssuerError> {
-        let max = self.plugin.config.max_response_bytes;
-        if body_size > max {
-            return Err(IssuerError::TooLarge);
-        }
-        let status = self.get_http_call_response_header(":status").and_then(|s| s.parse::<u16>().ok());
-        let content_type = self.get_http_call_response_header("content-type");
-        let body = if body_size == 0 {
-            Vec::new()
-        } else {
-            self.get_http_call_response_body(0, body_size).unwrap_or_default()
-        };
-        let response = IssuerResponse { status, content_type: content_type.as_deref(), body: &body };
-        introspection::evaluate(response, &self.plugin.config.expectations, self.now())
-    }
 }
 
 impl Context for RequestFilter {
@@ -172,23 +186,23 @@ impl Context for RequestFilter {
         let Some(pending) = self.pending.take_if(|p| p.call_id == call_id) else {
             return;
         };
-        match self.issuer_response(body_size) {
+        let Some(now) = self.now() else {
+            self.fail(IssuerError::Clock);
+            return;
+        };
+        let action = match self.issuer_verdict(body_size, now) {
             Ok(Verdict::Valid(identity)) => {
-                let plugin = Rc::clone(&self.plugin);
-                plugin.cache.store(&HostSharedData, &pending.token, &identity, self.now());
-                if self.admit(&identity, &pending.access) {
-                    self.resume_http_request();
+                let outcome = self.plugin.cache.store(&HostSharedData, &pending.token_hash, &identity, now);
+                if outcome != StoreOutcome::Stored {
+                    debug!("verdict not cached: {outcome:?}");
                 }
+                self.admit(&identity, &pending.access)
             }
             Ok(Verdict::Invalid(rejection)) => self.deny(Denial::InvalidToken(rejection)),
-            Err(err) => {
-                increment(self.plugin.metrics.issuer_errors);
-                match err {
-                    IssuerError::ClientRejected(_) => error!("token introspection failed: {err}"),
-                    _ => warn!("token introspection failed: {err}"),
-                }
-                self.deny(Denial::IssuerUnavailable);
-            }
+            Err(err) => self.fail(err),
+        };
+        if action == Action::Continue {
+            self.resume_http_request();
         }
     }
 }
@@ -200,40 +214,34 @@ impl HttpContext for RequestFilter {
         for name in plugin.config.identity_headers.names() {
             self.set_http_request_header(name, None);
         }
-        let method = self.get_http_request_header(":method").unwrap_or_default();
-        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let method = self.request_header(":method").and_then(Result::ok).unwrap_or_default();
+        let path = self.request_header(":path").and_then(Result::ok).unwrap_or_default();
         let access = match plugin.config.rules.access_for(&method, &path) {
-            None => {
-                self.deny(Denial::NoRule);
-                return Action::Pause;
-            }
+            None => return self.deny(Denial::NoRule),
             Some(Access::Public) => return Action::Continue,
             Some(access) => access.clone(),
         };
-        let header = self.get_http_request_header("authorization");
+        let header = match self.request_header("authorization") {
+            None => None,
+            Some(Ok(value)) => Some(value),
+            Some(Err(())) => return self.deny(Denial::MalformedToken),
+        };
         let token = match bearer_token(header.as_deref()) {
             Ok(token) => token,
-            Err(err) => {
-                self.deny(match err {
-                    crate::token::TokenError::Missing => Denial::MissingToken,
-                    crate::token::TokenError::Malformed => Denial::MalformedToken,
-                });
-                return Action::Pause;
-            }
+            Err(err) => return self.deny(err.into()),
         };
-        let hash = TokenHash::of(token);
-        match plugin.cache.lookup(&HostSharedData, &hash, self.now()) {
+        let Some(now) = self.now() else {
+            return self.fail(IssuerError::Clock);
+        };
+        let token_hash = TokenHash::of(token);
+        match plugin.cache.lookup(&HostSharedData, &token_hash, now) {
             Some(identity) => {
                 increment(plugin.metrics.cache_hits);
-                if self.admit(&identity, &access) {
-                    Action::Continue
-                } else {
-                    Action::Pause
-                }
+                self.admit(&identity, &access)
             }
             None => {
                 increment(plugin.metrics.cache_misses);
-                self.start_introspection(token, hash, access)
+                self.start_introspection(token, token_hash, access, now)
             }
         }
     }
@@ -245,8 +253,38 @@ impl HttpContext for RequestFilter {
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // An upstream that merges trailers into headers must not see forged identity either.
+        for name in self.plugin.config.identity_headers.names() {
+            self.set_http_request_trailer(name, None);
+        }
         self.hold_while_pending()
     }
+}
+
+impl From<TokenError> for Denial {
+    fn from(err: TokenError) -> Self {
+        match err {
+            TokenError::Missing => Denial::MissingToken,
+            TokenError::Malformed => Denial::MalformedToken,
+        }
+    }
+}
+
+/// Answers 503 to everything: used only if a VM has no valid configuration.
+struct Unconfigured;
+
+impl Context for Unconfigured {}
+
+impl HttpContext for Unconfigured {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let reply = Denial::IssuerUnavailable.reply();
+        self.send_http_response(reply.status, header_refs(&reply.headers), Some(reply.body.as_bytes()));
+        Action::Pause
+    }
+}
+
+fn header_refs<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    headers.iter().map(|(name, value)| (*name, value.as_str())).collect()
 }
 
 /// Strips what a header value must not carry; issuer data is not trusted to be clean.

@@ -1,9 +1,12 @@
 //! The RFC 7662 introspection call: the request the filter sends and the
 //! verdict it draws from the issuer's answer.
 
-use std::fmt;
+use std::collections::HashSet;
+use std::fmt::{self, Write as _};
 
 use serde_json::{Map, Value};
+
+use crate::rules::is_role_name;
 
 /// Who a valid token speaks for, as forwarded upstream and kept in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +62,10 @@ impl Rejection {
 pub enum IssuerError {
     /// The call could not be dispatched (e.g. unknown cluster).
     Dispatch,
+    /// The client assertion could not be signed.
+    Signing,
+    /// The host clock is unusable, so no expiry can be checked.
+    Clock,
     /// Non-200 status. Envoy reports a refused connection as 503 and a
     /// timeout as 504.
     Status(u16),
@@ -81,6 +88,8 @@ impl fmt::Display for IssuerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IssuerError::Dispatch => f.write_str("the introspection call could not be dispatched"),
+            IssuerError::Signing => f.write_str("the client assertion could not be signed"),
+            IssuerError::Clock => f.write_str("the host clock is unusable"),
             IssuerError::Status(code) => write!(f, "the issuer answered HTTP {code}"),
             IssuerError::ClientRejected(code) => {
                 write!(f, "the issuer rejected the filter's client credentials (HTTP {code}); check client_auth")
@@ -96,6 +105,17 @@ impl fmt::Display for IssuerError {
     }
 }
 
+impl IssuerError {
+    /// True when the cause is on the filter's side (its credentials, cluster,
+    /// key or clock): logged at error level because only an operator can fix it.
+    pub fn needs_operator(&self) -> bool {
+        matches!(
+            self,
+            IssuerError::Dispatch | IssuerError::Signing | IssuerError::Clock | IssuerError::ClientRejected(_)
+        )
+    }
+}
+
 /// What an answer must satisfy for a token to be valid.
 #[derive(Debug, Clone)]
 pub struct Expectations {
@@ -107,7 +127,7 @@ pub struct Expectations {
 }
 
 /// How the filter authenticates itself to the introspection endpoint.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum ClientProof {
     /// A signed private_key_jwt assertion (RFC 7523).
     Assertion(String),
@@ -116,10 +136,22 @@ pub enum ClientProof {
 }
 
 /// Headers and body of the introspection POST.
-#[derive(Debug)]
 pub struct IntrospectionRequest {
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
+}
+
+// Both carry credentials (the token, the assertion or the Basic secret): no Debug output.
+impl fmt::Debug for ClientProof {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientProof(..)")
+    }
+}
+
+impl fmt::Debug for IntrospectionRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IntrospectionRequest(..)")
+    }
 }
 
 pub fn build_request(authority: &str, path: &str, token: &str, proof: &ClientProof) -> IntrospectionRequest {
@@ -149,14 +181,11 @@ pub fn build_request(authority: &str, path: &str, token: &str, proof: &ClientPro
 /// `application/x-www-form-urlencoded` encoding: everything but RFC 3986's
 /// unreserved characters is percent-encoded.
 pub fn form_encode_into(out: &mut String, value: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
             out.push(char::from(byte));
         } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+            let _ = write!(out, "%{byte:02X}");
         }
     }
 }
@@ -220,14 +249,14 @@ fn verdict_from_answer(answer: &Map<String, Value>, expected: &Expectations, now
     if !audience_matches(answer.get("aud"), &expected.audiences)? {
         return Ok(Verdict::Invalid(Rejection::WrongAudience));
     }
-    let mut roles = Vec::new();
+    let mut roles = Roles::default();
     for claim in &expected.role_claims {
-        collect_roles(answer.get(claim), &mut roles);
+        roles.collect(answer.get(claim));
     }
     Ok(Verdict::Valid(Identity {
         subject: optional_string(answer, "sub")?.unwrap_or_default().to_owned(),
         client_id: optional_string(answer, "client_id")?.unwrap_or_default().to_owned(),
-        roles,
+        roles: roles.list,
         expires_at,
     }))
 }
@@ -271,20 +300,31 @@ fn audience_matches(aud: Option<&Value>, accepted: &[String]) -> Result<bool, Is
     }
 }
 
-/// A role claim may be ZITADEL's object (`{"role": {orgId: domain}}`, the
-/// role is the key), an array of strings, or a space-separated string such
-/// as OAuth's `scope`. Anything else holds no roles.
-fn collect_roles(claim: Option<&Value>, roles: &mut Vec<String>) {
-    let mut add = |role: &str| {
-        if !role.is_empty() && !roles.iter().any(|r| r == role) {
-            roles.push(role.to_owned());
+/// Roles in first-seen order, without duplicates.
+#[derive(Default)]
+struct Roles {
+    list: Vec<String>,
+    seen: HashSet<String>,
+}
+
+impl Roles {
+    /// A role claim may be ZITADEL's object (`{"role": {orgId: domain}}`, the
+    /// role is the key), an array of strings, or a space-separated string such
+    /// as OAuth's `scope`. Anything else holds no roles. Names that could not
+    /// be forwarded unambiguously in the comma-joined roles header (`,`,
+    /// spaces, quotes, control characters) are dropped.
+    fn collect(&mut self, claim: Option<&Value>) {
+        let mut add = |role: &str| {
+            if is_role_name(role) && self.seen.insert(role.to_owned()) {
+                self.list.push(role.to_owned());
+            }
+        };
+        match claim {
+            Some(Value::Object(map)) => map.keys().for_each(|k| add(k)),
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).for_each(add),
+            Some(Value::String(list)) => list.split_ascii_whitespace().for_each(add),
+            _ => {}
         }
-    };
-    match claim {
-        Some(Value::Object(map)) => map.keys().for_each(|k| add(k)),
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).for_each(add),
-        Some(Value::String(list)) => list.split_ascii_whitespace().for_each(add),
-        _ => {}
     }
 }
 
@@ -459,7 +499,7 @@ mod tests {
         let mut expected = expectations();
         expected.role_claims = vec!["roles".into(), "scope".into()];
         let body = serde_json::to_vec(&json!({
-            "active": true, "aud": PROJECT, "roles": ["a", "b", 3], "scope": "b  c"
+            "active": true, "aud": PROJECT, "roles": ["a", "b", 3, "x,admin", "q\"", ""], "scope": "b  c"
         }))
         .unwrap();
         let verdict = evaluate(

@@ -44,9 +44,10 @@ pub struct Rule {
 
 impl Rule {
     fn matches(&self, method: &str, path: &str) -> bool {
+        // Methods are case-sensitive (RFC 9110 section 9.1): `get` is not `GET`.
         let method_ok = match &self.methods {
             None => true,
-            Some(methods) => methods.iter().any(|m| m.eq_ignore_ascii_case(method)),
+            Some(methods) => methods.iter().any(|m| m == method),
         };
         method_ok && self.path.matches(path)
     }
@@ -70,6 +71,14 @@ impl Rules {
 
 fn path_without_query(path: &str) -> &str {
     path.split(['?', '#']).next().unwrap_or_default()
+}
+
+/// A role name the filter accepts, in rules and from the issuer: an RFC 6750
+/// scope token (printable ASCII without space, `"` or `\`) without `,`, so it
+/// is safe unquoted in the `WWW-Authenticate` challenge and unambiguous in the
+/// comma-joined roles header.
+pub fn is_role_name(role: &str) -> bool {
+    !role.is_empty() && role.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x5b | 0x5d..=0x7e))
 }
 
 impl Access {
@@ -150,7 +159,8 @@ mod tests {
     #[test]
     fn methods_restrict_a_rule() {
         let rules = demo_rules();
-        assert_eq!(rules.access_for("get", "/api/x"), Some(&Access::Authenticated));
+        assert_eq!(rules.access_for("GET", "/api/x"), Some(&Access::Authenticated));
+        assert_eq!(rules.access_for("get", "/api/x"), None);
         assert_eq!(rules.access_for("DELETE", "/api/x"), None);
     }
 
@@ -159,6 +169,16 @@ mod tests {
         let mut rules = demo_rules();
         rules.unmatched = Some(Access::Authenticated);
         assert_eq!(rules.access_for("GET", "/elsewhere"), Some(&Access::Authenticated));
+    }
+
+    #[test]
+    fn role_names_are_scope_tokens_without_commas() {
+        for good in ["read:messages", "admin", "a.b-c_d/e~f!", "x=1"] {
+            assert!(is_role_name(good), "{good}");
+        }
+        for bad in ["", "read messages", "a,b", "q\"", "back\\slash", "tab\t", "caf\u{e9}"] {
+            assert!(!is_role_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -127,7 +127,11 @@ class Issuer:
         key = json.loads(self.api_key_json)["key"]
         SECRETS.update(line for line in key.splitlines() if "-----" not in line and len(line) > 20)
         if self.ids.get("basic_api_client_secret"):
-            SECRETS.add(self.ids["basic_api_client_secret"])
+            secret = self.ids["basic_api_client_secret"]
+            client_id = urllib.parse.quote(self.ids["basic_api_client_id"], safe="")
+            # The secret itself and the Basic credentials a log would show.
+            SECRETS.add(secret)
+            SECRETS.add(base64.b64encode(f"{client_id}:{urllib.parse.quote(secret, safe='')}".encode()).decode())
 
     def _post_form(self, path, form, user, secret):
         data = urllib.parse.urlencode(form).encode()

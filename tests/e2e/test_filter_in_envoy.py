@@ -247,3 +247,27 @@ def test_metrics_are_in_envoy_stats(envoy, issuer):
     assert 1 <= signatures <= 2 < calls, (signatures, calls)
     prometheus = envoy.admin("/stats/prometheus").body
     assert "oauth_introspection_cache_hits" in prometheus
+
+
+# ---- hostile headers ----
+
+def test_non_utf8_header_is_refused_and_the_vm_survives(envoy_factory, issuer, api):
+    single = envoy_factory("envoy-one-worker", concurrency=1)
+    for header in ["Bearer \xff\xfe", "\xffearer abc"]:
+        resp = single.get("/api/private", headers={"Authorization": header})
+        assert_invalid_token(resp)
+    # A non-UTF-8 value in an unrelated header on a public route must not hurt either.
+    assert_ok_from_upstream(single.get("/public", headers={"X-Note": "caf\xe9"}))
+    # Same worker, same VM: still answering normally.
+    assert_ok_from_upstream(single.get("/public"))
+    assert_ok_from_upstream(single.get("/api/private", token=issuer.token("reader-opaque")))
+    assert "panicked" not in single.process.output()
+
+
+@pytest.mark.parametrize("header", ["x_auth_subject", "x_auth_roles", "X_Auth_Client_Id"])
+def test_identity_header_spelled_with_underscores_is_rejected(envoy, api, header):
+    # CGI-style upstreams read x_auth_roles as x-auth-roles: Envoy refuses such headers outright.
+    hits_before = api.hits().get("/public", 0)
+    resp = envoy.get("/public", headers={header: "admin"})
+    assert resp.status == 400, resp
+    assert api.hits().get("/public", 0) == hits_before
