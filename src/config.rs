@@ -264,7 +264,8 @@ fn strip_position(message: &str) -> String {
 }
 
 fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
-    let issuer = raw.issuer.trim_end_matches('/').to_string();
+    // Kept verbatim: OpenID Connect compares `iss` exactly, trailing slash included.
+    let issuer = raw.issuer;
     if !(issuer.starts_with("https://") || issuer.starts_with("http://")) || issuer.len() < "http://x".len() {
         return Err(ConfigError::new("issuer", "must be the issuer's URL, e.g. https://my-org.zitadel.cloud"));
     }
@@ -643,7 +644,7 @@ mod tests {
 
     fn valid() -> Value {
         json!({
-            "issuer": "http://127.0.0.1:9000/",
+            "issuer": "http://127.0.0.1:9000",
             "introspection": {"cluster": "issuer"},
             "audiences": ["300000000000000001"],
             "project_id": "300000000000000001",
