@@ -55,7 +55,7 @@ wait_until 20 "the demo API" grep -q "demo api ready" "$STATE/api.log"
   --set ENVOY_PORT="$ENVOY_PORT" ADMIN_PORT="$ADMIN_PORT" ISSUER_PORT="$ISSUER_PORT" API_PORT="$API_PORT"
 # The key file goes to Envoy through its environment, never into envoy.yaml.
 ZITADEL_API_KEY_JSON=$(cat "$STATE/issuer/api-app-key.json") \
-  .venv/bin/envoy -c "$STATE/envoy.yaml" --concurrency 2 --base-id "${DEMO_BASE_ID:-1}" -l info \
+  .venv/bin/envoy -c "$STATE/envoy.yaml" --concurrency 2 --disable-hot-restart -l info \
   > "$STATE/envoy.log" 2>&1 &
 pids+=($!)
 wait_until 30 "Envoy" curl -sf "http://127.0.0.1:$ADMIN_PORT/ready"

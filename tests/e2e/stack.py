@@ -3,7 +3,6 @@ project's virtualenv) with the real .wasm, the local oidc-provider issuer,
 and the demo API, all on 127.0.0.1 with free ports."""
 import base64
 import http.client
-import itertools
 import json
 import os
 import re
@@ -27,7 +26,6 @@ WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "oauth_introspec
 # request headers (Authorization included) at debug: envoyproxy/envoy#9652.
 ENVOY_LOG_ARGS = ["-l", "debug", "--component-log-level", "http:info,router:info"]
 
-_base_ids = itertools.count(int(os.environ.get("E2E_BASE_ID", "40")))
 # Every secret that passes through a test, so the last test can check logs.
 SECRETS = set()
 LOG_FILES = []
@@ -187,7 +185,7 @@ class Envoy:
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.process = Process(name, [ENVOY, "-c", self.config_path, "--concurrency", str(concurrency),
-                                      "--base-id", str(next(_base_ids)), *log_args], log_dir, env=full_env)
+                                      "--disable-hot-restart", *log_args], log_dir, env=full_env)
         if expect_start:
             wait_for(self._ready, 30, f"{name} to be ready")
 

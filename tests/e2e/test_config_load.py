@@ -59,7 +59,7 @@ def test_docker_compose_envoy_config_validates(issuer, tmp_path):
     path = tmp_path / "envoy-docker-local.yaml"
     path.write_text(text)
     env = dict(os.environ, ZITADEL_API_KEY_JSON=issuer.api_key_json)
-    result = subprocess.run([ENVOY, "--mode", "validate", "-c", str(path), "--base-id", "99"],
+    result = subprocess.run([ENVOY, "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
                             capture_output=True, text=True, timeout=60, env=env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
