@@ -308,13 +308,12 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     }
 
     let client_auth = validate_client_auth(raw.client_auth, &issuer, env)?;
-    let cache = validate_cache(&raw.cache)?;
+    let expectations =
+        Expectations { issuer, audiences: raw.audiences, role_claims, clock_skew_secs: raw.clock_skew_seconds };
+    let cache = validate_cache(&raw.cache, &expectations)?;
     let identity_headers = validate_identity_headers(raw.identity_headers)?;
     let rules = validate_rules(raw.rules, raw.unmatched)?;
 
-    let expectations =
-        Expectations { issuer, audiences: raw.audiences, role_claims, clock_skew_secs: raw.clock_skew_seconds };
-    let cache = CacheSettings { fingerprint: fingerprint(&expectations, cache.max_ttl_secs), ..cache };
     Ok(Config {
         expectations,
         introspection,
@@ -476,8 +475,7 @@ fn from_env(env: EnvLookup<'_>, field: &str, name: &str) -> Result<String, Confi
     })
 }
 
-/// The cache settings; the fingerprint is filled in once the expectations are known.
-fn validate_cache(raw: &RawCache) -> Result<CacheSettings, ConfigError> {
+fn validate_cache(raw: &RawCache, expected: &Expectations) -> Result<CacheSettings, ConfigError> {
     if !(1..=1_048_576).contains(&raw.slots) {
         return Err(ConfigError::new("cache.slots", "must be between 1 and 1048576"));
     }
@@ -491,7 +489,7 @@ fn validate_cache(raw: &RawCache) -> Result<CacheSettings, ConfigError> {
         slots: raw.slots,
         max_ttl_secs: raw.max_ttl_seconds,
         max_entry_bytes: raw.max_entry_bytes,
-        fingerprint: 0,
+        fingerprint: fingerprint(expected, raw.max_ttl_seconds),
     })
 }
 

@@ -89,9 +89,7 @@ impl RequestFilter {
     fn deny(&self, denial: Denial) -> Action {
         debug!("denied: {}", denial.reason());
         self.plugin.metrics.denied(&denial);
-        let reply = denial.reply();
-        self.send_http_response(reply.status, header_refs(&reply.headers), Some(reply.body.as_bytes()));
-        Action::Pause
+        send_reply(self, &denial)
     }
 
     /// The issuer could not vouch for the token: log why, count it, answer 503.
@@ -150,10 +148,7 @@ impl RequestFilter {
                 self.pending = Some(PendingIntrospection { call_id, token_hash, access });
                 Action::Pause
             }
-            Err(status) => {
-                error!("cannot call cluster {:?}: {status:?}", endpoint.cluster);
-                self.fail(IssuerError::Dispatch)
-            }
+            Err(_) => self.fail(IssuerError::Dispatch),
         }
     }
 
@@ -277,10 +272,15 @@ impl Context for Unconfigured {}
 
 impl HttpContext for Unconfigured {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let reply = Denial::IssuerUnavailable.reply();
-        self.send_http_response(reply.status, header_refs(&reply.headers), Some(reply.body.as_bytes()));
-        Action::Pause
+        send_reply(self, &Denial::IssuerUnavailable)
     }
+}
+
+/// Sends the denial's local reply; the request goes no further.
+fn send_reply(http: &impl HttpContext, denial: &Denial) -> Action {
+    let reply = denial.reply();
+    http.send_http_response(reply.status, header_refs(&reply.headers), Some(reply.body.as_bytes()));
+    Action::Pause
 }
 
 fn header_refs<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {

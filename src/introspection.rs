@@ -87,7 +87,9 @@ pub enum IssuerError {
 impl fmt::Display for IssuerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            IssuerError::Dispatch => f.write_str("the introspection call could not be dispatched"),
+            IssuerError::Dispatch => {
+                f.write_str("the introspection call could not be dispatched; check introspection.cluster")
+            }
             IssuerError::Signing => f.write_str("the client assertion could not be signed"),
             IssuerError::Clock => f.write_str("the host clock is unusable"),
             IssuerError::Status(code) => write!(f, "the issuer answered HTTP {code}"),
