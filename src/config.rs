@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::cache::CacheSettings;
 use crate::client_auth::{AssertionSigner, ClientAuth};
 use crate::introspection::Expectations;
+use crate::path::canonical_path;
 use crate::rules::{is_role_name, Access, PathPattern, Rule, Rules};
 
 /// A configuration error: which field, and what is wrong with it.
@@ -611,11 +612,15 @@ fn validate_rules(raw: Vec<RawRule>, unmatched: Option<RawAccess>) -> Result<Rul
     Ok(Rules { rules, unmatched })
 }
 
+/// Rules are matched against canonical request paths, so a rule path that is
+/// not canonical itself (`/a//b`, `/a/../b`, `/%61`) could never match.
 fn check_rule_path(path: String, field: &str) -> Result<String, ConfigError> {
-    if !path.starts_with('/')
-        || path.bytes().any(|b| matches!(b, b'?' | b'#') || b.is_ascii_whitespace() || b.is_ascii_control())
-    {
-        return Err(ConfigError::new(field, "must be an absolute path starting with '/', without query or fragment"));
+    if path.contains('?') || canonical_path(path.as_bytes()).as_deref() != Ok(path.as_str()) {
+        return Err(ConfigError::new(
+            field,
+            "must be a canonical absolute path: starting with '/', no query, no '//', '.' or '..' segments, \
+             no percent-encoded unreserved characters",
+        ));
     }
     Ok(path)
 }
@@ -804,6 +809,10 @@ mod tests {
             ("rules[0].path", Box::new(|c| c["rules"][0] = json!({"path": "/a", "prefix": "/b", "access": "public"}))),
             ("rules[0].path", Box::new(|c| c["rules"][0]["path"] = json!("public"))),
             ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/a?b"))),
+            ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/api//public"))),
+            ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/api/../public"))),
+            ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/%61pi"))),
+            ("rules[0].path", Box::new(|c| c["rules"][0]["path"] = json!("/pub lic"))),
             ("rules[2].roles", Box::new(|c| c["rules"][2]["roles"] = json!([]))),
             ("rules[2].roles", Box::new(|c| c["rules"][2]["roles"] = json!(["read messages"]))),
             ("rules[2].roles", Box::new(|c| c["rules"][2]["roles"] = json!(["a\"b"]))),

@@ -16,6 +16,7 @@ use proxy_wasm::types::{Action, ContextType, MetricType};
 use crate::cache::{SharedData, StoreOutcome, VerdictCache};
 use crate::config::{self, Config};
 use crate::introspection::{self, Identity, IssuerError, IssuerResponse, Verdict};
+use crate::path::canonical_path;
 use crate::response::Denial;
 use crate::rules::Access;
 use crate::token::{bearer_token, TokenError, TokenHash};
@@ -210,7 +211,11 @@ impl HttpContext for RequestFilter {
             self.set_http_request_header(name, None);
         }
         let method = self.request_header(":method").and_then(Result::ok).unwrap_or_default();
-        let path = self.request_header(":path").and_then(Result::ok).unwrap_or_default();
+        let raw_path = self.get_http_request_header_bytes(":path").unwrap_or_default();
+        let path = match canonical_path(&raw_path) {
+            Ok(path) => path,
+            Err(err) => return self.deny(Denial::BadPath(err)),
+        };
         let access = match plugin.config.rules.access_for(&method, &path) {
             None => return self.deny(Denial::NoRule),
             Some(Access::Public) => return Action::Continue,
@@ -311,6 +316,7 @@ struct Metrics {
     denied_malformed_token: Option<u32>,
     denied_invalid_token: Option<u32>,
     denied_insufficient_role: Option<u32>,
+    denied_bad_path: Option<u32>,
     denied_no_rule: Option<u32>,
     denied_issuer_unavailable: Option<u32>,
     cache_hits: Option<u32>,
@@ -330,6 +336,7 @@ impl Metrics {
             denied_malformed_token: counter("denied.malformed_token"),
             denied_invalid_token: counter("denied.invalid_token"),
             denied_insufficient_role: counter("denied.insufficient_role"),
+            denied_bad_path: counter("denied.bad_path"),
             denied_no_rule: counter("denied.no_rule"),
             denied_issuer_unavailable: counter("denied.issuer_unavailable"),
             cache_hits: counter("cache.hits"),
@@ -346,6 +353,7 @@ impl Metrics {
             Denial::MalformedToken => self.denied_malformed_token,
             Denial::InvalidToken(_) => self.denied_invalid_token,
             Denial::InsufficientRole(_) => self.denied_insufficient_role,
+            Denial::BadPath(_) => self.denied_bad_path,
             Denial::NoRule => self.denied_no_rule,
             Denial::IssuerUnavailable => self.denied_issuer_unavailable,
         });

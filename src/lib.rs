@@ -9,6 +9,7 @@ pub mod client_auth;
 pub mod config;
 pub mod filter;
 pub mod introspection;
+pub mod path;
 pub mod response;
 pub mod rules;
 pub mod token;

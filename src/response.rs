@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use crate::introspection::Rejection;
+use crate::path::PathError;
 
 /// Why a request is not forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +17,8 @@ pub enum Denial {
     InvalidToken(Rejection),
     /// Valid token, but none of the roles the route requires.
     InsufficientRole(Vec<String>),
+    /// The path is malformed or ambiguous; refused before any rule is consulted.
+    BadPath(PathError),
     /// No rule matches the request and unmatched requests are denied.
     NoRule,
     /// The token's validity could not be established (issuer down, slow,
@@ -39,6 +42,7 @@ impl Denial {
             Denial::MalformedToken => "malformed_token",
             Denial::InvalidToken(_) => "invalid_token",
             Denial::InsufficientRole(_) => "insufficient_role",
+            Denial::BadPath(_) => "bad_path",
             Denial::NoRule => "no_rule",
             Denial::IssuerUnavailable => "issuer_unavailable",
         }
@@ -64,6 +68,9 @@ impl Denial {
                     })
                     .to_string(),
                 )
+            }
+            Denial::BadPath(err) => {
+                reply(400, None, json!({"error": "invalid_request", "error_description": err.to_string()}).to_string())
             }
             Denial::NoRule => reply(
                 403,
@@ -145,5 +152,15 @@ mod tests {
         assert_eq!(header(&reply, "www-authenticate"), None);
         assert!(reply.body.contains("temporarily_unavailable"));
         assert_eq!(Denial::NoRule.reply().status, 403);
+    }
+
+    #[test]
+    fn bad_path_is_400_invalid_request() {
+        let reply = Denial::BadPath(PathError::AmbiguousEscape).reply();
+        assert_eq!(reply.status, 400);
+        assert_eq!(header(&reply, "www-authenticate"), None);
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(body["error"], "invalid_request");
+        assert_eq!(body["error_description"], "path has an encoded slash, backslash or NUL, or a double encoding");
     }
 }

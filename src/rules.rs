@@ -14,7 +14,8 @@ pub enum Access {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathPattern {
-    /// The path equals this string.
+    /// The path equals this string, or this string and a trailing `/`
+    /// (most frameworks route `/x/` to `/x`, so both need the same rule).
     Exact(String),
     /// The path starts with this string at a segment boundary: `/api` matches
     /// `/api` and `/api/x` but not `/apix`; a prefix ending in `/` matches
@@ -25,7 +26,7 @@ pub enum PathPattern {
 impl PathPattern {
     fn matches(&self, path: &str) -> bool {
         match self {
-            PathPattern::Exact(exact) => path == exact,
+            PathPattern::Exact(exact) => path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path) == exact,
             PathPattern::Prefix(prefix) => match path.strip_prefix(prefix.as_str()) {
                 None => false,
                 Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
@@ -62,15 +63,10 @@ pub struct Rules {
 
 impl Rules {
     /// The access a request needs, or `None` when it must be denied outright.
-    /// `path` is the request's `:path`; query and fragment are ignored.
+    /// `path` is the canonical path (see `path::canonical_path`).
     pub fn access_for(&self, method: &str, path: &str) -> Option<&Access> {
-        let path = path_without_query(path);
         self.rules.iter().find(|rule| rule.matches(method, path)).map(|rule| &rule.access).or(self.unmatched.as_ref())
     }
-}
-
-fn path_without_query(path: &str) -> &str {
-    path.split(['?', '#']).next().unwrap_or_default()
 }
 
 /// A role name the filter accepts, in rules and from the issuer: an RFC 6750
@@ -149,11 +145,14 @@ mod tests {
     }
 
     #[test]
-    fn query_and_fragment_are_ignored() {
+    fn exact_rules_cover_a_trailing_slash() {
         let rules = demo_rules();
-        assert_eq!(rules.access_for("GET", "/public?x=/api/private"), Some(&Access::Public));
-        assert_eq!(rules.access_for("GET", "/public#frag"), Some(&Access::Public));
-        assert_eq!(rules.access_for("GET", "/api/private?/public"), Some(&Access::Authenticated));
+        assert_eq!(rules.access_for("GET", "/public/"), Some(&Access::Public));
+        assert_eq!(
+            rules.access_for("GET", "/api/private-scoped/"),
+            Some(&Access::AnyRole(vec!["read:messages".into()]))
+        );
+        assert_eq!(rules.access_for("GET", "/"), None);
     }
 
     #[test]

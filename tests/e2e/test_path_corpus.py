@@ -1,0 +1,118 @@
+"""Spellings of a protected path that try to slip past the rules through a
+public route or around one. Run against two Envoys: the shipped config (Envoy
+normalizes paths first) and one with Envoy's normalization switched off, where
+the filter's own canonicalization is the only defence. None may reach the
+upstream without a verdict that allows it."""
+import socket
+
+import pytest
+import yaml
+
+from test_filter_in_envoy import assert_ok_from_upstream
+
+# Aimed at routes any valid token may use (/api/private, /protected): sent without a token.
+TO_AUTHENTICATED = [
+    "/api/private", "/api/private/", "//api/private", "/api//private", "/api/./private", "/./api/private",
+    "/api/public/../private", "/api/public/../../api/private", "/public/../api/private", "/public/..%2fapi/private",
+    "/public/%2e%2e/api/private", "/public/%2E%2E/api/private", "/public/.%2e/api/private", "/public/%2e./api/private",
+    "/api/public/%2e%2e/private", "/api/public%2f..%2fprivate", "/api/public%2F..%2Fprivate",
+    "/api/public%5c..%5cprivate", "/api/public\\..\\private", "/api/public/..;/private", "/api/public/..;x=1/private",
+    "/api/public/.;/../private", "/api/public/..%3b/private", "/api/public/%2e%2e;/private",
+    "/api/public#/../private", "/api/public%23/../private", "/%61pi/private", "/api/%70rivate", "/api/privat%65",
+    "/api/private%00", "/api/private%2500", "/api/public/%252e%252e/private", "/api/public/%2e%2e%2fprivate",
+    "/api/public/..%252fprivate", "/api/public/..%c0%afprivate", "/api/public/%u002e%u002e/private", "/API/private",
+    "/api/PRIVATE", "/api/private?x=/public", "/api/private#/public", "/api/public/x/../../private",
+    "/api/public/../private?/api/public", "/protected", "/protected/", "/protected/.", "/public/../protected",
+    "/protected;x", "/protected%20", "/protected%09", "/public/..%5cprotected", "/public%2f..%2fprotected",
+    "/public/%2e%2e/protected", "/public/./../protected", "/public/x/../../protected", "/./protected",
+    "/public/../../../../protected", "/public/..\\protected", "/public%00/../protected", "/public/%2e%2e%5cprotected",
+]
+
+# Aimed at the role route (read:messages), sent with a valid token that lacks the role.
+TO_ROLE_ROUTE = [
+    "/api/private-scoped", "/api/private-scoped/", "/api/private-scoped/.", "/api//private-scoped",
+    "/api/public/../private-scoped", "/api/private-scope%64", "/api/private-scoped;x=1", "/api/private-scoped%2f",
+    "/api/private-scoped/..;/", "/api/private-scoped%00", "/public/../api/private-scoped",
+    "/api/public/%2e%2e/private-scoped", "/api/private-scoped/x/..", "/api/private-scoped?role=read:messages",
+]
+
+# Spellings the filter resolves to the role route: a token with the role gets through.
+RESOLVED_TO_ROLE_ROUTE = ["/api/./private-scoped", "/api//private-scoped", "/api/public/../private-scoped",
+                          "/api/private-scope%64", "/api/private-scoped/"]
+
+
+def raw_get(port, path, token=None):
+    """Sends the path byte for byte (http.client refuses some of these spellings);
+    returns the status once the response head is in."""
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1"]
+    if token:
+        lines.append(f"Authorization: Bearer {token}")
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        head = b""
+        while b"\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, f"connection closed without a response for {path!r}"
+            head += chunk
+    return int(head.split(b"\r\n", 1)[0].split()[1])
+
+
+def without_path_normalization(text, _envoy):
+    config = yaml.safe_load(text)
+    for listener in config["static_resources"]["listeners"]:
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        for option in ("normalize_path", "merge_slashes", "path_with_escaped_slashes_action"):
+            hcm.pop(option, None)
+    return yaml.safe_dump(config)
+
+
+@pytest.fixture(scope="module", params=["envoy-normalizes", "filter-alone"])
+def any_envoy(request, envoy, envoy_factory):
+    if request.param == "envoy-normalizes":
+        return envoy
+    return envoy_factory("envoy-no-normalization", edit_config=without_path_normalization)
+
+
+def upstream_total(api):
+    return sum(api.hits().values())
+
+
+def test_corpus_is_large_enough():
+    assert len(set(TO_AUTHENTICATED)) + len(set(TO_ROLE_ROUTE)) >= 50
+
+
+@pytest.mark.parametrize("path", TO_AUTHENTICATED)
+def test_no_spelling_reaches_a_protected_route_without_a_token(any_envoy, api, path):
+    before = upstream_total(api)
+    status = raw_get(any_envoy.port, path)
+    assert status in (400, 401, 403, 404), (path, status)
+    assert upstream_total(api) == before, path
+
+
+@pytest.mark.parametrize("path", TO_ROLE_ROUTE)
+def test_no_spelling_reaches_the_role_route_without_the_role(any_envoy, api, tokens, path):
+    before = upstream_total(api)
+    status = raw_get(any_envoy.port, path, token=tokens("plain-opaque"))
+    assert status in (400, 403, 404), (path, status)
+    assert upstream_total(api) == before, path
+
+
+@pytest.mark.parametrize("path", RESOLVED_TO_ROLE_ROUTE)
+def test_equivalent_spellings_still_work_with_the_role(any_envoy, api, tokens, path):
+    before = upstream_total(api)
+    resp = any_envoy.get(path, token=tokens("reader-opaque"))
+    assert_ok_from_upstream(resp)
+    assert upstream_total(api) == before + 1
+
+
+def test_filter_answers_ambiguous_paths_itself(envoy_factory, issuer):
+    envoy = envoy_factory("envoy-no-normalization-400", edit_config=without_path_normalization)
+    before = issuer.introspections()
+    resp = envoy.get("/api/public%2f..%2fprivate")
+    assert resp.status == 400
+    assert resp.json() == {"error": "invalid_request",
+                           "error_description": "path has an encoded slash, backslash or NUL, or a double encoding"}
+    assert resp.header("www-authenticate") is None
+    assert envoy.metric("denied.bad_path") == 1
+    assert issuer.introspections() == before
