@@ -6,11 +6,14 @@
 //! whichever candidate is free, stale, or expires first. Memory is bounded by
 //! `slots × (max_entry_bytes + ~130 bytes of key and Envoy overhead)`.
 //!
-//! Only positive verdicts are cached, and an entry never outlives the token's
-//! `exp` or the configured maximum. Route requirements (roles) are checked by
-//! the caller on every hit; the cache only answers "who is this token".
+//! A valid verdict never outlives the token's `exp` or `max_ttl_secs`. An
+//! invalid one (inactive, expired, wrong audience...) is kept for the short
+//! `negative_ttl_secs`, so a replayed bad token does not reach the issuer each
+//! time; it never displaces a live valid entry, so a flood of bad tokens cannot
+//! push good ones out. Route requirements (roles) are checked by the caller on
+//! every hit; the cache only answers "who is this token, if anyone".
 
-use crate::introspection::Identity;
+use crate::introspection::{Identity, Rejection, Verdict};
 use crate::token::TokenHash;
 
 /// Access to proxy-wasm shared data, behind a trait so the cache is plain
@@ -27,6 +30,8 @@ pub trait SharedData {
 pub struct CacheSettings {
     pub slots: u32,
     pub max_ttl_secs: u64,
+    /// How long an invalid verdict is kept; 0 keeps none.
+    pub negative_ttl_secs: u64,
     pub max_entry_bytes: usize,
     /// Identifies the configuration that produced a verdict (issuer,
     /// audiences, role claims): an entry written under another configuration
@@ -44,8 +49,11 @@ const SLOT_KEY_PREFIX: &str = "oauth_introspection.v1.slot.";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOutcome {
     Stored,
-    /// The entry would exceed `max_entry_bytes`, or the token is about to expire.
+    /// The entry would exceed `max_entry_bytes`, the token is about to expire,
+    /// or it is an invalid verdict and negative caching is off.
     NotCacheable,
+    /// An invalid verdict found both its slots holding live valid entries.
+    NoRoom,
     /// Another worker wrote the slot between our read and write.
     Raced,
 }
@@ -55,32 +63,35 @@ impl VerdictCache {
         VerdictCache { settings }
     }
 
-    /// The cached identity for this token, if a live entry exists.
-    pub fn lookup(&self, store: &impl SharedData, hash: &TokenHash, now: u64) -> Option<Identity> {
+    /// The cached verdict for this token, if a live entry exists.
+    pub fn lookup(&self, store: &impl SharedData, hash: &TokenHash, now: u64) -> Option<Verdict> {
         self.candidate_slots(hash).into_iter().find_map(|slot| {
             let (value, _) = store.get(&self.slot_key(slot));
             let entry = decode_entry(&value?)?;
             (entry.fingerprint == self.settings.fingerprint && entry.token == *hash && entry.valid_until > now)
-                .then_some(entry.identity)
+                .then_some(entry.verdict)
         })
     }
 
-    pub fn store(&self, store: &impl SharedData, hash: &TokenHash, identity: &Identity, now: u64) -> StoreOutcome {
-        let max_until = now.saturating_add(self.settings.max_ttl_secs);
-        let valid_until = identity.expires_at.map_or(max_until, |exp| exp.min(max_until));
+    pub fn store(&self, store: &impl SharedData, hash: &TokenHash, verdict: &Verdict, now: u64) -> StoreOutcome {
+        let valid_until = match verdict {
+            Verdict::Valid(identity) => {
+                let max_until = now.saturating_add(self.settings.max_ttl_secs);
+                identity.expires_at.map_or(max_until, |exp| exp.min(max_until))
+            }
+            Verdict::Invalid(_) => now.saturating_add(self.settings.negative_ttl_secs),
+        };
         if valid_until <= now {
             return StoreOutcome::NotCacheable;
         }
-        let entry = CacheEntry {
-            fingerprint: self.settings.fingerprint,
-            token: *hash,
-            valid_until,
-            identity: identity.clone(),
-        };
+        let entry =
+            CacheEntry { fingerprint: self.settings.fingerprint, token: *hash, valid_until, verdict: verdict.clone() };
         let Some(bytes) = encode_entry(&entry).filter(|bytes| bytes.len() <= self.settings.max_entry_bytes) else {
             return StoreOutcome::NotCacheable;
         };
-        let (slot, cas) = self.choose_victim(store, hash, now);
+        let Some((slot, cas)) = self.choose_victim(store, hash, matches!(verdict, Verdict::Valid(_)), now) else {
+            return StoreOutcome::NoRoom;
+        };
         if store.set(&self.slot_key(slot), &bytes, cas) {
             StoreOutcome::Stored
         } else {
@@ -88,30 +99,33 @@ impl VerdictCache {
         }
     }
 
-    /// The candidate slot to overwrite, with the CAS token read from it.
-    fn choose_victim(&self, store: &impl SharedData, hash: &TokenHash, now: u64) -> (u32, Option<u32>) {
+    /// The candidate slot to overwrite, with the CAS token read from it: a
+    /// free, stale or same-token slot first, else the entry that ends first.
+    /// An invalid verdict (`valid == false`) only takes a slot that holds no
+    /// live valid entry.
+    fn choose_victim(
+        &self,
+        store: &impl SharedData,
+        hash: &TokenHash,
+        valid: bool,
+        now: u64,
+    ) -> Option<(u32, Option<u32>)> {
         let [first, second] = self.candidate_slots(hash);
-        // Rank: 0 = same token or unusable (take it), else the entry's expiry.
+        // Rank: 0 = take it, else (holds a valid entry, its end).
         let rank = |slot: u32| {
             let (value, cas) = store.get(&self.slot_key(slot));
             let rank = match value.as_deref().and_then(decode_entry) {
                 Some(e) if e.token != *hash && e.fingerprint == self.settings.fingerprint && e.valid_until > now => {
-                    e.valid_until
+                    (matches!(e.verdict, Verdict::Valid(_)), e.valid_until)
                 }
-                _ => 0,
+                _ => (false, 0),
             };
             (rank, slot, cas)
         };
         let a = rank(first);
-        if a.0 == 0 || first == second {
-            return (a.1, a.2);
-        }
-        let b = rank(second);
-        if b.0 < a.0 {
-            (b.1, b.2)
-        } else {
-            (a.1, a.2)
-        }
+        let b = if a.0 .1 == 0 || first == second { a } else { rank(second) };
+        let (rank, slot, cas) = if b.0 < a.0 { b } else { a };
+        (valid || !rank.0).then_some((slot, cas))
     }
 
     fn candidate_slots(&self, hash: &TokenHash) -> [u32; 2] {
@@ -132,24 +146,40 @@ pub struct CacheEntry {
     pub token: TokenHash,
     /// The entry is used only while `now < valid_until`.
     pub valid_until: u64,
-    pub identity: Identity,
+    pub verdict: Verdict,
 }
 
-const ENTRY_VERSION: u8 = 1;
+const ENTRY_VERSION: u8 = 2;
+
+const KIND_VALID: u8 = 0;
+const REJECTIONS: [(u8, Rejection); 5] = [
+    (1, Rejection::Inactive),
+    (2, Rejection::Expired),
+    (3, Rejection::NotYetValid),
+    (4, Rejection::WrongAudience),
+    (5, Rejection::WrongIssuer),
+];
 
 /// Binary layout: version u8, fingerprint u64, token hash [32], valid_until
-/// u64, exp u64 (0 = none), then subject, client id, role count (u16) and
-/// roles, each string as a u16 length and UTF-8 bytes. Integers big-endian.
+/// u64, kind u8 (0 = valid, else the rejection). A valid entry goes on with
+/// exp u64 (0 = none), subject, client id, role count (u16) and roles, each
+/// string as a u16 length and UTF-8 bytes. Integers big-endian.
 /// `None` when a string or the role list is too long for its length field:
 /// such an identity is used but not cached, never cached in a shortened form.
 pub fn encode_entry(entry: &CacheEntry) -> Option<Vec<u8>> {
-    let identity = &entry.identity;
-    let mut out =
-        Vec::with_capacity(64 + identity.subject.len() + identity.client_id.len() + identity.roles.len() * 16);
+    let mut out = Vec::with_capacity(128);
     out.push(ENTRY_VERSION);
     out.extend_from_slice(&entry.fingerprint.to_be_bytes());
     out.extend_from_slice(&entry.token.0);
     out.extend_from_slice(&entry.valid_until.to_be_bytes());
+    let identity = match &entry.verdict {
+        Verdict::Invalid(rejection) => {
+            out.push(REJECTIONS.iter().find(|(_, r)| r == rejection)?.0);
+            return Some(out);
+        }
+        Verdict::Valid(identity) => identity,
+    };
+    out.push(KIND_VALID);
     out.extend_from_slice(&identity.expires_at.unwrap_or(0).to_be_bytes());
     push_str(&mut out, &identity.subject)?;
     push_str(&mut out, &identity.client_id)?;
@@ -176,23 +206,16 @@ pub fn decode_entry(bytes: &[u8]) -> Option<CacheEntry> {
     let fingerprint = u64::from_be_bytes(reader.take()?);
     let token = TokenHash(reader.take()?);
     let valid_until = u64::from_be_bytes(reader.take()?);
-    let exp = u64::from_be_bytes(reader.take()?);
-    let subject = reader.string()?;
-    let client_id = reader.string()?;
-    let count = u16::from_be_bytes(reader.take()?);
-    let mut roles = Vec::with_capacity(usize::from(count).min(64));
-    for _ in 0..count {
-        roles.push(reader.string()?);
-    }
+    let [kind] = reader.take::<1>()?;
+    let verdict = if kind == KIND_VALID {
+        Verdict::Valid(reader.identity()?)
+    } else {
+        Verdict::Invalid(REJECTIONS.iter().find(|(code, _)| *code == kind)?.1)
+    };
     if !reader.0.is_empty() {
         return None;
     }
-    Some(CacheEntry {
-        fingerprint,
-        token,
-        valid_until,
-        identity: Identity { subject, client_id, roles, expires_at: (exp != 0).then_some(exp) },
-    })
+    Some(CacheEntry { fingerprint, token, valid_until, verdict })
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -202,6 +225,18 @@ impl Reader<'_> {
         let (head, rest) = self.0.split_first_chunk::<N>()?;
         self.0 = rest;
         Some(*head)
+    }
+
+    fn identity(&mut self) -> Option<Identity> {
+        let exp = u64::from_be_bytes(self.take()?);
+        let subject = self.string()?;
+        let client_id = self.string()?;
+        let count = u16::from_be_bytes(self.take()?);
+        let mut roles = Vec::with_capacity(usize::from(count).min(64));
+        for _ in 0..count {
+            roles.push(self.string()?);
+        }
+        Some(Identity { subject, client_id, roles, expires_at: (exp != 0).then_some(exp) })
     }
 
     fn string(&mut self) -> Option<String> {
@@ -252,8 +287,12 @@ pub(crate) mod tests {
         }
     }
 
+    fn valid(exp: Option<u64>) -> Verdict {
+        Verdict::Valid(identity(exp))
+    }
+
     fn settings(slots: u32) -> CacheSettings {
-        CacheSettings { slots, max_ttl_secs: 300, max_entry_bytes: 1024, fingerprint: 7 }
+        CacheSettings { slots, max_ttl_secs: 300, negative_ttl_secs: 10, max_entry_bytes: 1024, fingerprint: 7 }
     }
 
     fn cache(slots: u32) -> VerdictCache {
@@ -262,20 +301,22 @@ pub(crate) mod tests {
 
     #[test]
     fn entry_round_trips() {
-        let entry =
-            CacheEntry { fingerprint: 9, token: TokenHash::of("t"), valid_until: 42, identity: identity(Some(50)) };
+        let entry = CacheEntry { fingerprint: 9, token: TokenHash::of("t"), valid_until: 42, verdict: valid(Some(50)) };
         assert_eq!(decode_entry(&encode_entry(&entry).unwrap()), Some(entry.clone()));
-        let no_exp = CacheEntry { identity: identity(None), ..entry.clone() };
+        let no_exp = CacheEntry { verdict: valid(None), ..entry.clone() };
         assert_eq!(decode_entry(&encode_entry(&no_exp).unwrap()), Some(no_exp));
-        let mut huge = entry;
-        huge.identity.subject = "s".repeat(70_000);
-        assert_eq!(encode_entry(&huge), None);
+        let mut subject = identity(None);
+        subject.subject = "s".repeat(70_000);
+        assert_eq!(encode_entry(&CacheEntry { verdict: Verdict::Valid(subject), ..entry.clone() }), None);
+        for (_, rejection) in REJECTIONS {
+            let invalid = CacheEntry { verdict: Verdict::Invalid(rejection), ..entry.clone() };
+            assert_eq!(decode_entry(&encode_entry(&invalid).unwrap()), Some(invalid));
+        }
     }
 
     #[test]
     fn every_truncation_or_extension_is_refused() {
-        let entry =
-            CacheEntry { fingerprint: 9, token: TokenHash::of("t"), valid_until: 42, identity: identity(Some(50)) };
+        let entry = CacheEntry { fingerprint: 9, token: TokenHash::of("t"), valid_until: 42, verdict: valid(Some(50)) };
         let bytes = encode_entry(&entry).unwrap();
         for len in 0..bytes.len() {
             assert_eq!(decode_entry(&bytes[..len]), None, "truncated to {len}");
@@ -284,7 +325,7 @@ pub(crate) mod tests {
         longer.push(0);
         assert_eq!(decode_entry(&longer), None);
         let mut other_version = bytes;
-        other_version[0] = 2;
+        other_version[0] = 1;
         assert_eq!(decode_entry(&other_version), None);
     }
 
@@ -294,8 +335,8 @@ pub(crate) mod tests {
         let cache = cache(64);
         let token = TokenHash::of("token-a");
         assert_eq!(cache.lookup(&store, &token, 1000), None);
-        assert_eq!(cache.store(&store, &token, &identity(Some(5000)), 1000), StoreOutcome::Stored);
-        assert_eq!(cache.lookup(&store, &token, 1001), Some(identity(Some(5000))));
+        assert_eq!(cache.store(&store, &token, &valid(Some(5000)), 1000), StoreOutcome::Stored);
+        assert_eq!(cache.lookup(&store, &token, 1001), Some(valid(Some(5000))));
         assert_eq!(cache.lookup(&store, &TokenHash::of("token-b"), 1001), None);
     }
 
@@ -304,16 +345,43 @@ pub(crate) mod tests {
         let store = MemoryStore::default();
         let cache = cache(64);
         let long = TokenHash::of("long");
-        cache.store(&store, &long, &identity(Some(100_000)), 1000);
+        cache.store(&store, &long, &valid(Some(100_000)), 1000);
         assert!(cache.lookup(&store, &long, 1299).is_some());
         assert!(cache.lookup(&store, &long, 1300).is_none());
 
         let short = TokenHash::of("short");
-        cache.store(&store, &short, &identity(Some(1010)), 1000);
+        cache.store(&store, &short, &valid(Some(1010)), 1000);
         assert!(cache.lookup(&store, &short, 1009).is_some());
         assert!(cache.lookup(&store, &short, 1010).is_none());
 
-        assert_eq!(cache.store(&store, &TokenHash::of("x"), &identity(Some(1000)), 1000), StoreOutcome::NotCacheable);
+        assert_eq!(cache.store(&store, &TokenHash::of("x"), &valid(Some(1000)), 1000), StoreOutcome::NotCacheable);
+    }
+
+    #[test]
+    fn invalid_verdicts_live_for_the_negative_ttl() {
+        let store = MemoryStore::default();
+        let token = TokenHash::of("revoked");
+        let inactive = Verdict::Invalid(Rejection::Inactive);
+        assert_eq!(cache(64).store(&store, &token, &inactive, 1000), StoreOutcome::Stored);
+        assert_eq!(cache(64).lookup(&store, &token, 1009), Some(inactive.clone()));
+        assert_eq!(cache(64).lookup(&store, &token, 1010), None);
+        let off = VerdictCache::new(CacheSettings { negative_ttl_secs: 0, ..settings(64) });
+        assert_eq!(off.store(&store, &TokenHash::of("other"), &inactive, 1000), StoreOutcome::NotCacheable);
+    }
+
+    #[test]
+    fn invalid_verdicts_never_displace_live_valid_ones() {
+        let store = MemoryStore::default();
+        let cache = cache(1);
+        let good = TokenHash::of("good");
+        cache.store(&store, &good, &valid(Some(5000)), 1000);
+        let bad = Verdict::Invalid(Rejection::Inactive);
+        for i in 0..100 {
+            assert_eq!(cache.store(&store, &TokenHash::of(&format!("bad-{i}")), &bad, 1000), StoreOutcome::NoRoom);
+        }
+        assert_eq!(cache.lookup(&store, &good, 1001), Some(valid(Some(5000))));
+        // Once the valid entry has ended, the slot is free for anything.
+        assert_eq!(cache.store(&store, &TokenHash::of("bad-0"), &bad, 5000), StoreOutcome::Stored);
     }
 
     #[test]
@@ -322,7 +390,7 @@ pub(crate) mod tests {
         let cache = cache(64);
         let mut big = identity(Some(5000));
         big.roles = (0..200).map(|i| format!("role-{i}")).collect();
-        assert_eq!(cache.store(&store, &TokenHash::of("big"), &big, 1000), StoreOutcome::NotCacheable);
+        assert_eq!(cache.store(&store, &TokenHash::of("big"), &Verdict::Valid(big), 1000), StoreOutcome::NotCacheable);
         assert!(store.0.borrow().is_empty());
     }
 
@@ -330,7 +398,7 @@ pub(crate) mod tests {
     fn entries_from_another_configuration_are_ignored() {
         let store = MemoryStore::default();
         let token = TokenHash::of("token");
-        cache(64).store(&store, &token, &identity(Some(5000)), 1000);
+        cache(64).store(&store, &token, &valid(Some(5000)), 1000);
         let other = VerdictCache::new(CacheSettings { fingerprint: 8, ..settings(64) });
         assert_eq!(other.lookup(&store, &token, 1001), None);
     }
@@ -340,7 +408,7 @@ pub(crate) mod tests {
         let store = MemoryStore::default();
         let cache = cache(16);
         for i in 0..1000 {
-            cache.store(&store, &TokenHash::of(&format!("token-{i}")), &identity(Some(5000)), 1000);
+            cache.store(&store, &TokenHash::of(&format!("token-{i}")), &valid(Some(5000)), 1000);
         }
         assert!(store.0.borrow().len() <= 16);
         // The most recent token is always findable: it was just written.
@@ -353,7 +421,7 @@ pub(crate) mod tests {
         let cache = cache(1024);
         let tokens: Vec<TokenHash> = (0..512).map(|i| TokenHash::of(&format!("t{i}"))).collect();
         for (i, token) in tokens.iter().enumerate() {
-            cache.store(&store, token, &identity(Some(5000 + i as u64)), 1000);
+            cache.store(&store, token, &valid(Some(5000 + i as u64)), 1000);
         }
         let hits = tokens.iter().filter(|t| cache.lookup(&store, t, 1001).is_some()).count();
         // Direct mapping at load 0.5 keeps about 79% (403); two choices keep ~93%.
@@ -376,6 +444,6 @@ pub(crate) mod tests {
         }
         let store = RacingStore(MemoryStore::default());
         store.0.set(&cache(1).slot_key(0), b"seed", None);
-        assert_eq!(cache(1).store(&store, &TokenHash::of("t"), &identity(Some(5000)), 1000), StoreOutcome::Raced);
+        assert_eq!(cache(1).store(&store, &TokenHash::of("t"), &valid(Some(5000)), 1000), StoreOutcome::Raced);
     }
 }

@@ -51,6 +51,8 @@ pub struct Endpoint {
     pub authority: String,
     pub path: String,
     pub timeout: Duration,
+    /// Introspection calls in flight per Envoy, past which requests get 503.
+    pub max_in_flight: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +104,8 @@ struct RawEndpoint {
     path: String,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
+    #[serde(default = "default_max_in_flight")]
+    max_in_flight: u32,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +148,9 @@ struct RawCache {
     slots: u32,
     #[serde(default = "default_max_ttl")]
     max_ttl_seconds: u64,
+    /// Default: 10 s, or `max_ttl_seconds` when that is shorter.
+    #[serde(default)]
+    negative_ttl_seconds: Option<u64>,
     #[serde(default = "default_max_entry_bytes")]
     max_entry_bytes: usize,
 }
@@ -153,6 +160,7 @@ impl Default for RawCache {
         RawCache {
             slots: default_slots(),
             max_ttl_seconds: default_max_ttl(),
+            negative_ttl_seconds: None,
             max_entry_bytes: default_max_entry_bytes(),
         }
     }
@@ -205,6 +213,12 @@ enum RawAccess {
 fn default_introspection_path() -> String {
     "/oauth/v2/introspect".into()
 }
+fn default_max_in_flight() -> u32 {
+    64
+}
+
+const DEFAULT_NEGATIVE_TTL_SECS: u64 = 10;
+
 fn default_timeout_ms() -> u64 {
     3000
 }
@@ -250,7 +264,8 @@ pub fn parse(json: &[u8], env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         let missing = problem.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
         let field = match (path.as_str(), missing) {
             (".", Some(member)) => member.to_string(),
-            (".", None) => "(configuration)".to_string(),
+            // An unknown member named "" has the empty path.
+            (".", None) | ("", None) => "(configuration)".to_string(),
             (_, Some(member)) => format!("{path}.{member}"),
             (_, None) => path,
         };
@@ -345,7 +360,16 @@ fn validate_endpoint(raw: RawEndpoint, issuer: &str) -> Result<Endpoint, ConfigE
     if !(1..=60_000).contains(&raw.timeout_ms) {
         return Err(ConfigError::new("introspection.timeout_ms", "must be between 1 and 60000"));
     }
-    Ok(Endpoint { cluster: raw.cluster, authority, path: raw.path, timeout: Duration::from_millis(raw.timeout_ms) })
+    if !(1..=1024).contains(&raw.max_in_flight) {
+        return Err(ConfigError::new("introspection.max_in_flight", "must be between 1 and 1024"));
+    }
+    Ok(Endpoint {
+        cluster: raw.cluster,
+        authority,
+        path: raw.path,
+        timeout: Duration::from_millis(raw.timeout_ms),
+        max_in_flight: raw.max_in_flight,
+    })
 }
 
 fn validate_client_auth(raw: RawClientAuth, issuer: &str, env: EnvLookup<'_>) -> Result<ClientAuth, ConfigError> {
@@ -483,22 +507,30 @@ fn validate_cache(raw: &RawCache, expected: &Expectations) -> Result<CacheSettin
     if !(1..=86_400).contains(&raw.max_ttl_seconds) {
         return Err(ConfigError::new("cache.max_ttl_seconds", "must be between 1 and 86400"));
     }
+    let negative_ttl_seconds = raw.negative_ttl_seconds.unwrap_or(DEFAULT_NEGATIVE_TTL_SECS.min(raw.max_ttl_seconds));
+    if negative_ttl_seconds > 300 || negative_ttl_seconds > raw.max_ttl_seconds {
+        return Err(ConfigError::new(
+            "cache.negative_ttl_seconds",
+            "must be between 0 and 300, and not above max_ttl_seconds",
+        ));
+    }
     if !(256..=65_536).contains(&raw.max_entry_bytes) {
         return Err(ConfigError::new("cache.max_entry_bytes", "must be between 256 and 65536"));
     }
     Ok(CacheSettings {
         slots: raw.slots,
         max_ttl_secs: raw.max_ttl_seconds,
+        negative_ttl_secs: negative_ttl_seconds,
         max_entry_bytes: raw.max_entry_bytes,
-        fingerprint: fingerprint(expected, raw.max_ttl_seconds),
+        fingerprint: fingerprint(expected, raw.max_ttl_seconds, negative_ttl_seconds),
     })
 }
 
 /// What a cached verdict depends on: change any of it and old entries stop
 /// counting. Shared data outlives a reconfiguration, so a shorter
 /// `max_ttl_seconds` must not leave entries written under the longer one.
-fn fingerprint(expected: &Expectations, max_ttl_secs: u64) -> u64 {
-    let ttl = max_ttl_secs.to_string();
+fn fingerprint(expected: &Expectations, max_ttl_secs: u64, negative_ttl_secs: u64) -> u64 {
+    let ttl = format!("{max_ttl_secs}/{negative_ttl_secs}");
     let parts = std::iter::once(expected.issuer.as_str())
         .chain(std::iter::once("\0audiences"))
         .chain(expected.audiences.iter().map(String::as_str))
@@ -676,6 +708,7 @@ mod tests {
                 authority: "127.0.0.1:9000".into(),
                 path: "/oauth/v2/introspect".into(),
                 timeout: Duration::from_millis(3000),
+                max_in_flight: 64,
             }
         );
         assert_eq!(
@@ -684,6 +717,7 @@ mod tests {
         );
         assert_eq!(config.cache.slots, 8192);
         assert_eq!(config.cache.max_ttl_secs, 300);
+        assert_eq!(config.cache.negative_ttl_secs, 10);
         assert_eq!(config.identity_headers.names(), ["x-auth-subject", "x-auth-client-id", "x-auth-roles"]);
         assert_eq!(config.rules.unmatched, None);
         assert_eq!(config.rules.rules[3].methods, Some(vec!["GET".to_string()]));
@@ -795,6 +829,13 @@ mod tests {
             ("cache.slots", Box::new(|c| c["cache"] = json!({"slots": 0}))),
             ("cache.max_ttl_seconds", Box::new(|c| c["cache"] = json!({"max_ttl_seconds": 0}))),
             ("cache.max_entry_bytes", Box::new(|c| c["cache"] = json!({"max_entry_bytes": 10}))),
+            ("cache.negative_ttl_seconds", Box::new(|c| c["cache"] = json!({"negative_ttl_seconds": 301}))),
+            (
+                "cache.negative_ttl_seconds",
+                Box::new(|c| c["cache"] = json!({"max_ttl_seconds": 5, "negative_ttl_seconds": 6})),
+            ),
+            ("introspection.max_in_flight", Box::new(|c| c["introspection"]["max_in_flight"] = json!(0))),
+            ("introspection.max_in_flight", Box::new(|c| c["introspection"]["max_in_flight"] = json!(5000))),
             ("cache.size", Box::new(|c| c["cache"] = json!({"size": 10}))),
             ("identity_headers.subject", Box::new(|c| c["identity_headers"] = json!({"subject": "X-User"}))),
             ("identity_headers.roles", Box::new(|c| c["identity_headers"] = json!({"roles": "authorization"}))),

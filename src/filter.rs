@@ -4,16 +4,25 @@
 //!
 //! Headers are always read as bytes: the SDK's `String` getters unwrap
 //! `from_utf8`, so one non-UTF-8 header would panic the VM.
+//!
+//! A request whose token is not cached either leads (calls the issuer) or
+//! waits for the leader of the same token (see `coalesce`). Waiters on the
+//! leader's VM are answered the moment its verdict arrives; waiters on other
+//! VMs see it on their VM's next tick. Answering a request from outside its
+//! own callback goes through `set_effective_context`, so every decision is a
+//! method of `Plugin` that acts on "the current request".
 
+use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use log::{debug, error, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, MetricType};
+use proxy_wasm::types::{Action, ContextType, MapType, MetricType};
 
 use crate::cache::{SharedData, StoreOutcome, VerdictCache};
+use crate::coalesce::{Claim, InFlightTable, LeaderState};
 use crate::config::{self, Config};
 use crate::introspection::{self, Identity, IssuerError, IssuerResponse, Verdict};
 use crate::path::canonical_path;
@@ -21,11 +30,36 @@ use crate::response::Denial;
 use crate::rules::Access;
 use crate::token::{bearer_token, TokenError, TokenHash};
 
-/// Everything a request needs, built once per VM at configure time.
+/// How often a VM with waiting requests looks for their leaders' verdicts.
+const WAITER_TICK: Duration = Duration::from_millis(5);
+/// A waiter whose leader vanished leads or waits again at most this often.
+const MAX_ATTEMPTS: u8 = 3;
+
+/// A request paused until a verdict arrives.
+struct Paused {
+    context_id: u32,
+    token: String,
+    token_hash: TokenHash,
+    access: Access,
+    attempts: u8,
+    waiting: Waiting,
+}
+
+enum Waiting {
+    /// This request leads: its introspection call is under way.
+    OnCall { call_id: u32, slot: Option<u32> },
+    /// Another request leads; give up on it after `deadline_ms`.
+    OnLeader { slot: u32, deadline_ms: u64 },
+}
+
+/// Everything a VM needs, built once at configure time and shared by the
+/// root context and every request of the VM (one thread, so `RefCell`).
 struct Plugin {
     config: Config,
     cache: VerdictCache,
+    in_flight: InFlightTable,
     metrics: Metrics,
+    paused: RefCell<Vec<Paused>>,
 }
 
 #[derive(Default)]
@@ -33,7 +67,14 @@ pub struct FilterRoot {
     plugin: Option<Rc<Plugin>>,
 }
 
-impl Context for FilterRoot {}
+impl Context for FilterRoot {
+    fn on_http_call_response(&mut self, call_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        // Calls a waiter made after its leader vanished were dispatched from here.
+        if let Some(plugin) = &self.plugin {
+            plugin.on_call_response(call_id, body_size);
+        }
+    }
+}
 
 impl RootContext for FilterRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -41,7 +82,11 @@ impl RootContext for FilterRoot {
         match config::parse(&raw, &|name| std::env::var(name).ok()) {
             Ok(config) => {
                 let cache = VerdictCache::new(config.cache.clone());
-                self.plugin = Some(Rc::new(Plugin { config, cache, metrics: Metrics::define() }));
+                let timeout_ms = u64::try_from(config.introspection.timeout.as_millis()).unwrap_or(u64::MAX);
+                let in_flight = InFlightTable::new(config.introspection.max_in_flight, timeout_ms);
+                in_flight.prepare(&HostSharedData);
+                let metrics = Metrics::define();
+                self.plugin = Some(Rc::new(Plugin { config, cache, in_flight, metrics, paused: RefCell::default() }));
                 true
             }
             Err(err) => {
@@ -51,9 +96,15 @@ impl RootContext for FilterRoot {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn on_tick(&mut self) {
+        if let Some(plugin) = &self.plugin {
+            plugin.poll_waiters();
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(match &self.plugin {
-            Some(plugin) => Box::new(RequestFilter { plugin: Rc::clone(plugin), pending: None }),
+            Some(plugin) => Box::new(RequestFilter { plugin: Rc::clone(plugin), context_id }),
             // A failed configure fails the plugin load, so this should not be
             // reached; if it is, refuse rather than pass requests unchecked.
             None => Box::new(Unconfigured),
@@ -65,43 +116,201 @@ impl RootContext for FilterRoot {
     }
 }
 
-/// A request waiting for the issuer's answer.
-struct PendingIntrospection {
-    call_id: u32,
-    token_hash: TokenHash,
-    access: Access,
-}
-
-struct RequestFilter {
-    plugin: Rc<Plugin>,
-    pending: Option<PendingIntrospection>,
-}
-
-impl RequestFilter {
-    /// Unix seconds; `None` if the host clock is unusable (then nothing is valid).
-    fn now(&self) -> Option<u64> {
-        self.get_current_time().duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
+impl Plugin {
+    /// Answers a request whose token has no cached verdict: lead, wait, or 503.
+    /// Acts on the current (effective) context, which must be `context_id`'s.
+    fn resolve_miss(
+        &self,
+        context_id: u32,
+        token: String,
+        token_hash: TokenHash,
+        access: Access,
+        attempts: u8,
+    ) -> Action {
+        let (Some(now), Some(now_ms)) = (now_secs(), now_millis()) else {
+            return self.fail(IssuerError::Clock);
+        };
+        let waiting = match self.in_flight.claim(&HostSharedData, &token_hash, now_ms) {
+            Claim::Full => {
+                warn!("{} introspection calls in flight: refusing more", self.config.introspection.max_in_flight);
+                return self.deny(Denial::Overloaded);
+            }
+            Claim::Wait { slot } => {
+                increment(self.metrics.coalesced);
+                let _ = hostcalls::set_tick_period(WAITER_TICK);
+                Waiting::OnLeader { slot, deadline_ms: now_ms.saturating_add(self.in_flight.wait_limit_ms()) }
+            }
+            Claim::Lead { slot } => match self.dispatch(&token, now) {
+                Ok(call_id) => Waiting::OnCall { call_id, slot },
+                Err(err) => {
+                    if let Some(slot) = slot {
+                        self.in_flight.finish(&HostSharedData, slot, &token_hash, true, now_ms);
+                    }
+                    return self.fail(err);
+                }
+            },
+        };
+        self.paused.borrow_mut().push(Paused { context_id, token, token_hash, access, attempts, waiting });
+        Action::Pause
     }
 
-    fn request_header(&self, name: &str) -> Option<Result<String, ()>> {
-        self.get_http_request_header_bytes(name).map(|bytes| String::from_utf8(bytes).map_err(|_| ()))
-    }
-
-    fn deny(&self, denial: Denial) -> Action {
-        debug!("denied: {}", denial.reason());
-        self.plugin.metrics.denied(&denial);
-        send_reply(self, &denial)
-    }
-
-    /// The issuer could not vouch for the token: log why, count it, answer 503.
-    fn fail(&self, err: IssuerError) -> Action {
-        increment(self.plugin.metrics.issuer_errors);
-        if err.needs_operator() {
-            error!("token introspection failed: {err}");
-        } else {
-            warn!("token introspection failed: {err}");
+    fn dispatch(&self, token: &str, now: u64) -> Result<u32, IssuerError> {
+        let endpoint = &self.config.introspection;
+        let client_auth = &self.config.client_auth;
+        let signatures_before = client_auth.signatures();
+        let proof = client_auth.proof(now).map_err(|_| IssuerError::Signing)?;
+        if client_auth.signatures() > signatures_before {
+            increment(self.metrics.assertions_signed);
         }
-        self.deny(Denial::IssuerUnavailable)
+        let request = introspection::build_request(&endpoint.authority, &endpoint.path, token, &proof);
+        increment(self.metrics.introspections);
+        hostcalls::dispatch_http_call(
+            &endpoint.cluster,
+            header_refs(&request.headers),
+            Some(request.body.as_bytes()),
+            vec![],
+            endpoint.timeout,
+        )
+        .map_err(|_| IssuerError::Dispatch)
+    }
+
+    /// The issuer answered call `call_id`: cache the verdict, release the
+    /// slot, answer the leader and every waiter of this VM.
+    fn on_call_response(&self, call_id: u32, body_size: usize) {
+        let leader = {
+            let mut paused = self.paused.borrow_mut();
+            let Some(at) =
+                paused.iter().position(|p| matches!(p.waiting, Waiting::OnCall { call_id: id, .. } if id == call_id))
+            else {
+                return;
+            };
+            paused.swap_remove(at)
+        };
+        // Read the answer while the calling context is still the effective one.
+        let outcome = match (now_secs(), now_millis()) {
+            (Some(now), Some(_)) => self.issuer_verdict(body_size, now),
+            _ => Err(IssuerError::Clock),
+        };
+        let now_ms = now_millis().unwrap_or_default();
+        if let Ok(verdict) = &outcome {
+            let stored = self.cache.store(&HostSharedData, &leader.token_hash, verdict, now_ms / 1000);
+            if stored != StoreOutcome::Stored {
+                debug!("verdict not cached: {stored:?}");
+            }
+        }
+        if let Waiting::OnCall { slot: Some(slot), .. } = leader.waiting {
+            self.in_flight.finish(&HostSharedData, slot, &leader.token_hash, outcome.is_err(), now_ms);
+        }
+        if let Err(err) = &outcome {
+            self.note_issuer_error(err);
+        }
+        let local_waiters =
+            self.take_paused(|p| p.token_hash == leader.token_hash && matches!(p.waiting, Waiting::OnLeader { .. }));
+        for request in std::iter::once(leader).chain(local_waiters) {
+            self.answer(request.context_id, |plugin| plugin.apply(&outcome, &request.access));
+        }
+    }
+
+    /// On each tick: answer waiters whose leader finished, failed or vanished.
+    fn poll_waiters(&self) {
+        let Some(now_ms) = now_millis() else { return };
+        let now = now_ms / 1000;
+        let ready = self.take_paused(|p| match p.waiting {
+            Waiting::OnCall { .. } => false,
+            Waiting::OnLeader { slot, deadline_ms } => {
+                now_ms >= deadline_ms
+                    || self.in_flight.leader_state(&HostSharedData, slot, &p.token_hash, now_ms) != LeaderState::Pending
+            }
+        });
+        for request in ready {
+            let Waiting::OnLeader { slot, .. } = request.waiting else { continue };
+            let state = self.in_flight.leader_state(&HostSharedData, slot, &request.token_hash, now_ms);
+            let cached = self.cache.lookup(&HostSharedData, &request.token_hash, now);
+            let context_id = request.context_id;
+            match (state, cached) {
+                (LeaderState::Failed, _) => self.answer(context_id, |plugin| plugin.deny(Denial::IssuerUnavailable)),
+                (_, Some(verdict)) => self.answer(context_id, |plugin| plugin.apply(&Ok(verdict), &request.access)),
+                // Gone without a cached verdict, or waited too long: ask again.
+                _ if request.attempts + 1 >= MAX_ATTEMPTS => {
+                    self.answer(context_id, |plugin| plugin.deny(Denial::IssuerUnavailable))
+                }
+                _ => self.answer(context_id, |plugin| {
+                    plugin.resolve_miss(
+                        context_id,
+                        request.token,
+                        request.token_hash,
+                        request.access,
+                        request.attempts + 1,
+                    )
+                }),
+            }
+        }
+        if !self.paused.borrow().iter().any(|p| matches!(p.waiting, Waiting::OnLeader { .. })) {
+            let _ = hostcalls::set_tick_period(Duration::ZERO);
+        }
+    }
+
+    /// A request's stream ended (client gone) while paused: forget it, and
+    /// free its slot so its waiters need not wait for the stale limit.
+    fn forget(&self, context_id: u32) {
+        for request in self.take_paused(|p| p.context_id == context_id) {
+            if let (Waiting::OnCall { slot: Some(slot), .. }, Some(now_ms)) = (request.waiting, now_millis()) {
+                self.in_flight.finish(&HostSharedData, slot, &request.token_hash, false, now_ms);
+            }
+        }
+    }
+
+    fn is_paused(&self, context_id: u32) -> bool {
+        self.paused.borrow().iter().any(|p| p.context_id == context_id)
+    }
+
+    fn take_paused(&self, mut pick: impl FnMut(&Paused) -> bool) -> Vec<Paused> {
+        let mut paused = self.paused.borrow_mut();
+        let (taken, kept) = std::mem::take(&mut *paused).into_iter().partition(|p| pick(p));
+        *paused = kept;
+        taken
+    }
+
+    /// Runs `decide` as request `context_id` and resumes it if allowed.
+    fn answer(&self, context_id: u32, decide: impl FnOnce(&Plugin) -> Action) {
+        if hostcalls::set_effective_context(context_id).is_err() {
+            return; // the stream is gone
+        }
+        if decide(self) == Action::Continue {
+            let _ = hostcalls::resume_http_request();
+        }
+    }
+
+    fn issuer_verdict(&self, body_size: usize, now: u64) -> Result<Verdict, IssuerError> {
+        if body_size > self.config.max_response_bytes {
+            return Err(IssuerError::TooLarge);
+        }
+        let header = |name| {
+            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
+                .ok()
+                .flatten()
+                .and_then(|v| String::from_utf8(v).ok())
+        };
+        let status = header(":status").and_then(|s| s.parse::<u16>().ok());
+        let content_type = header("content-type");
+        let body = match body_size {
+            0 => Vec::new(),
+            size => hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, size)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+        };
+        let response = IssuerResponse { status, content_type: content_type.as_deref(), body: &body };
+        introspection::evaluate(response, &self.config.expectations, now)
+    }
+
+    /// Applies a verdict (or the issuer's failure) to the current request.
+    fn apply(&self, outcome: &Result<Verdict, IssuerError>, access: &Access) -> Action {
+        match outcome {
+            Ok(Verdict::Valid(identity)) => self.admit(identity, access),
+            Ok(Verdict::Invalid(rejection)) => self.deny(Denial::InvalidToken(*rejection)),
+            Err(_) => self.deny(Denial::IssuerUnavailable),
+        }
     }
 
     /// Applies the route's own requirement to a verdict, cached or fresh.
@@ -109,67 +318,54 @@ impl RequestFilter {
         if let Err(required) = access.check_roles(&identity.roles) {
             return self.deny(Denial::InsufficientRole(required.to_vec()));
         }
-        let headers = &self.plugin.config.identity_headers;
+        let headers = &self.config.identity_headers;
         for (name, value) in [
             (&headers.subject, header_value(&identity.subject)),
             (&headers.client_id, header_value(&identity.client_id)),
             (&headers.roles, header_value(&identity.roles.join(","))),
         ] {
             if !value.is_empty() {
-                self.set_http_request_header(name, Some(&value));
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(&value));
             }
         }
-        increment(self.plugin.metrics.allowed);
+        increment(self.metrics.allowed);
         Action::Continue
     }
 
-    fn start_introspection(&mut self, token: &str, token_hash: TokenHash, access: Access, now: u64) -> Action {
-        let plugin = Rc::clone(&self.plugin);
-        let endpoint = &plugin.config.introspection;
-        let client_auth = &plugin.config.client_auth;
-        let signatures_before = client_auth.signatures();
-        let proof = match client_auth.proof(now) {
-            Ok(proof) => proof,
-            Err(_) => return self.fail(IssuerError::Signing),
-        };
-        if client_auth.signatures() > signatures_before {
-            increment(plugin.metrics.assertions_signed);
-        }
-        let request = introspection::build_request(&endpoint.authority, &endpoint.path, token, &proof);
-        increment(plugin.metrics.introspections);
-        let dispatched = self.dispatch_http_call(
-            &endpoint.cluster,
-            header_refs(&request.headers),
-            Some(request.body.as_bytes()),
-            vec![],
-            endpoint.timeout,
-        );
-        match dispatched {
-            Ok(call_id) => {
-                self.pending = Some(PendingIntrospection { call_id, token_hash, access });
-                Action::Pause
-            }
-            Err(_) => self.fail(IssuerError::Dispatch),
-        }
+    fn deny(&self, denial: Denial) -> Action {
+        debug!("denied: {}", denial.reason());
+        self.metrics.denied(&denial);
+        send_reply(&denial)
     }
 
-    fn issuer_verdict(&self, body_size: usize, now: u64) -> Result<Verdict, IssuerError> {
-        if body_size > self.plugin.config.max_response_bytes {
-            return Err(IssuerError::TooLarge);
-        }
-        let header = |name| self.get_http_call_response_header_bytes(name).and_then(|v| String::from_utf8(v).ok());
-        let status = header(":status").and_then(|s| s.parse::<u16>().ok());
-        let content_type = header("content-type");
-        let body = match body_size {
-            0 => Vec::new(),
-            size => self.get_http_call_response_body(0, size).unwrap_or_default(),
-        };
-        let response = IssuerResponse { status, content_type: content_type.as_deref(), body: &body };
-        introspection::evaluate(response, &self.plugin.config.expectations, now)
+    /// The issuer could not vouch for the token: log why, count it, answer 503.
+    fn fail(&self, err: IssuerError) -> Action {
+        self.note_issuer_error(&err);
+        self.deny(Denial::IssuerUnavailable)
     }
 
-    fn hold_while_pending(&self) -> Action {
-        if self.pending.is_some() {
+    fn note_issuer_error(&self, err: &IssuerError) {
+        increment(self.metrics.issuer_errors);
+        if err.needs_operator() {
+            error!("token introspection failed: {err}");
+        } else {
+            warn!("token introspection failed: {err}");
+        }
+    }
+}
+
+struct RequestFilter {
+    plugin: Rc<Plugin>,
+    context_id: u32,
+}
+
+impl RequestFilter {
+    fn request_header(&self, name: &str) -> Option<Result<String, ()>> {
+        self.get_http_request_header_bytes(name).map(|bytes| String::from_utf8(bytes).map_err(|_| ()))
+    }
+
+    fn hold_while_paused(&self) -> Action {
+        if self.plugin.is_paused(self.context_id) {
             Action::Pause
         } else {
             Action::Continue
@@ -179,27 +375,12 @@ impl RequestFilter {
 
 impl Context for RequestFilter {
     fn on_http_call_response(&mut self, call_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        let Some(pending) = self.pending.take_if(|p| p.call_id == call_id) else {
-            return;
-        };
-        let Some(now) = self.now() else {
-            self.fail(IssuerError::Clock);
-            return;
-        };
-        let action = match self.issuer_verdict(body_size, now) {
-            Ok(Verdict::Valid(identity)) => {
-                let outcome = self.plugin.cache.store(&HostSharedData, &pending.token_hash, &identity, now);
-                if outcome != StoreOutcome::Stored {
-                    debug!("verdict not cached: {outcome:?}");
-                }
-                self.admit(&identity, &pending.access)
-            }
-            Ok(Verdict::Invalid(rejection)) => self.deny(Denial::InvalidToken(rejection)),
-            Err(err) => self.fail(err),
-        };
-        if action == Action::Continue {
-            self.resume_http_request();
-        }
+        self.plugin.on_call_response(call_id, body_size);
+    }
+
+    fn on_done(&mut self) -> bool {
+        self.plugin.forget(self.context_id);
+        true
     }
 }
 
@@ -214,42 +395,42 @@ impl HttpContext for RequestFilter {
         let raw_path = self.get_http_request_header_bytes(":path").unwrap_or_default();
         let path = match canonical_path(&raw_path) {
             Ok(path) => path,
-            Err(err) => return self.deny(Denial::BadPath(err)),
+            Err(err) => return plugin.deny(Denial::BadPath(err)),
         };
         let access = match plugin.config.rules.access_for(&method, &path) {
-            None => return self.deny(Denial::NoRule),
+            None => return plugin.deny(Denial::NoRule),
             Some(Access::Public) => return Action::Continue,
             Some(access) => access.clone(),
         };
         let header = match self.request_header("authorization") {
             None => None,
             Some(Ok(value)) => Some(value),
-            Some(Err(())) => return self.deny(Denial::MalformedToken),
+            Some(Err(())) => return plugin.deny(Denial::MalformedToken),
         };
         let token = match bearer_token(header.as_deref()) {
             Ok(token) => token,
-            Err(err) => return self.deny(err.into()),
+            Err(err) => return plugin.deny(err.into()),
         };
-        let Some(now) = self.now() else {
-            return self.fail(IssuerError::Clock);
+        let Some(now) = now_secs() else {
+            return plugin.fail(IssuerError::Clock);
         };
         let token_hash = TokenHash::of(token);
         match plugin.cache.lookup(&HostSharedData, &token_hash, now) {
-            Some(identity) => {
+            Some(verdict) => {
                 increment(plugin.metrics.cache_hits);
-                self.admit(&identity, &access)
+                plugin.apply(&Ok(verdict), &access)
             }
             None => {
                 increment(plugin.metrics.cache_misses);
-                self.start_introspection(token, token_hash, access, now)
+                plugin.resolve_miss(self.context_id, token.to_string(), token_hash, access, 0)
             }
         }
     }
 
     // Body and trailers stay with Envoy until the verdict is in: nothing of a
-    // request moves upstream while its introspection call is pending.
+    // request moves upstream while it waits for the issuer.
     fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
-        self.hold_while_pending()
+        self.hold_while_paused()
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
@@ -257,7 +438,7 @@ impl HttpContext for RequestFilter {
         for name in self.plugin.config.identity_headers.names() {
             self.set_http_request_trailer(name, None);
         }
-        self.hold_while_pending()
+        self.hold_while_paused()
     }
 }
 
@@ -277,14 +458,14 @@ impl Context for Unconfigured {}
 
 impl HttpContext for Unconfigured {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        send_reply(self, &Denial::IssuerUnavailable)
+        send_reply(&Denial::IssuerUnavailable)
     }
 }
 
-/// Sends the denial's local reply; the request goes no further.
-fn send_reply(http: &impl HttpContext, denial: &Denial) -> Action {
+/// Sends the denial's local reply to the current request; it goes no further.
+fn send_reply(denial: &Denial) -> Action {
     let reply = denial.reply();
-    http.send_http_response(reply.status, header_refs(&reply.headers), Some(reply.body.as_bytes()));
+    let _ = hostcalls::send_http_response(reply.status, header_refs(&reply.headers), Some(reply.body.as_bytes()));
     Action::Pause
 }
 
@@ -295,6 +476,16 @@ fn header_refs<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'static str, 
 /// Strips what a header value must not carry; issuer data is not trusted to be clean.
 fn header_value(value: &str) -> String {
     value.chars().filter(|c| !c.is_control()).collect()
+}
+
+/// Unix time from the host; `None` if the clock is unusable (then nothing is valid).
+fn now_millis() -> Option<u64> {
+    let since_epoch = hostcalls::get_current_time().ok()?.duration_since(UNIX_EPOCH).ok()?;
+    u64::try_from(since_epoch.as_millis()).ok()
+}
+
+fn now_secs() -> Option<u64> {
+    now_millis().map(|ms| ms / 1000)
 }
 
 struct HostSharedData;
@@ -319,9 +510,11 @@ struct Metrics {
     denied_bad_path: Option<u32>,
     denied_no_rule: Option<u32>,
     denied_issuer_unavailable: Option<u32>,
+    denied_overloaded: Option<u32>,
     cache_hits: Option<u32>,
     cache_misses: Option<u32>,
     introspections: Option<u32>,
+    coalesced: Option<u32>,
     issuer_errors: Option<u32>,
     assertions_signed: Option<u32>,
 }
@@ -339,9 +532,11 @@ impl Metrics {
             denied_bad_path: counter("denied.bad_path"),
             denied_no_rule: counter("denied.no_rule"),
             denied_issuer_unavailable: counter("denied.issuer_unavailable"),
+            denied_overloaded: counter("denied.overloaded"),
             cache_hits: counter("cache.hits"),
             cache_misses: counter("cache.misses"),
             introspections: counter("introspection.calls"),
+            coalesced: counter("introspection.coalesced"),
             issuer_errors: counter("introspection.issuer_errors"),
             assertions_signed: counter("assertion.signatures"),
         }
@@ -356,6 +551,7 @@ impl Metrics {
             Denial::BadPath(_) => self.denied_bad_path,
             Denial::NoRule => self.denied_no_rule,
             Denial::IssuerUnavailable => self.denied_issuer_unavailable,
+            Denial::Overloaded => self.denied_overloaded,
         });
     }
 }

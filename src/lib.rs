@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod client_auth;
+pub mod coalesce;
 pub mod config;
 pub mod filter;
 pub mod introspection;

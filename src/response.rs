@@ -24,6 +24,8 @@ pub enum Denial {
     /// The token's validity could not be established (issuer down, slow,
     /// erroring, or the filter's own credentials rejected).
     IssuerUnavailable,
+    /// `introspection.max_in_flight` calls are under way; no more are started.
+    Overloaded,
 }
 
 /// A ready local reply.
@@ -45,6 +47,7 @@ impl Denial {
             Denial::BadPath(_) => "bad_path",
             Denial::NoRule => "no_rule",
             Denial::IssuerUnavailable => "issuer_unavailable",
+            Denial::Overloaded => "overloaded",
         }
     }
 
@@ -76,6 +79,15 @@ impl Denial {
                 403,
                 None,
                 json!({"error": "access_denied", "error_description": "no rule allows this request"}).to_string(),
+            ),
+            Denial::Overloaded => reply(
+                503,
+                None,
+                json!({
+                    "error": "temporarily_unavailable",
+                    "error_description": "too many token checks under way, try again later",
+                })
+                .to_string(),
             ),
             Denial::IssuerUnavailable => reply(
                 503,

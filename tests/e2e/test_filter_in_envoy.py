@@ -235,7 +235,8 @@ def test_metrics_are_in_envoy_stats(envoy, issuer):
     names = [
         "allowed", "denied.missing_token", "denied.malformed_token", "denied.invalid_token",
         "denied.insufficient_role", "denied.no_rule", "denied.issuer_unavailable", "cache.hits", "cache.misses",
-        "introspection.calls", "introspection.issuer_errors", "assertion.signatures",
+        "introspection.calls", "introspection.issuer_errors", "assertion.signatures", "denied.bad_path",
+        "denied.overloaded", "introspection.coalesced",
     ]
     for name in names:
         assert f"wasmcustom.oauth_introspection.{name}" in stats, name
