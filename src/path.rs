@@ -134,7 +134,18 @@ fn decode_segment(piece: &[u8]) -> Result<String, PathError> {
             out.push(char::from(byte));
         }
     }
+    // Checked on the output, so that `%25%41a` (which becomes `%25Aa`) counts too.
+    if is_double_encoded(&out) {
+        return Err(PathError::AmbiguousEscape);
+    }
     Ok(out)
+}
+
+/// `%25` followed by two hex digits: decoding once more gives another byte.
+fn is_double_encoded(segment: &str) -> bool {
+    segment.match_indices("%25").any(|(at, _)| {
+        matches!(segment.as_bytes().get(at + 3..at + 5), Some([a, b]) if a.is_ascii_hexdigit() && b.is_ascii_hexdigit())
+    })
 }
 
 /// `.;x`, `..;x`, and the same with `;` encoded: Tomcat and others read these as
@@ -252,6 +263,7 @@ mod tests {
             ("/api/private%00", PathError::AmbiguousEscape),
             ("/public/%252e%252e/api/private", PathError::AmbiguousEscape),
             ("/public/..%252fapi/private", PathError::AmbiguousEscape),
+            ("/%25%41a", PathError::AmbiguousEscape),
             ("/public/..%c0%afapi/private", PathError::NotUtf8),
             ("/api/%ff", PathError::NotUtf8),
             ("/public\\..\\api/private", PathError::ForbiddenByte),

@@ -1,0 +1,249 @@
+//! Property-based fuzzing of every parser that sees request, response or
+//! configuration data: nothing may panic, and each has invariants to keep.
+//!
+//! `cargo test` runs a short pass (FUZZ_CASES, default 2,000 per property).
+//! The long run, a million cases each: `scripts/fuzz.sh` (README, Security).
+
+use oauth_introspection_filter::cache::{decode_entry, encode_entry, CacheEntry};
+use oauth_introspection_filter::config;
+use oauth_introspection_filter::introspection::{evaluate, Expectations, Identity, IssuerResponse, Rejection, Verdict};
+use oauth_introspection_filter::path::canonical_path;
+use oauth_introspection_filter::token::{bearer_token, TokenHash, MAX_TOKEN_LEN};
+use proptest::prelude::*;
+use proptest::test_runner::Config as ProptestConfig;
+use serde_json::{json, Value};
+
+fn cases() -> ProptestConfig {
+    let cases = std::env::var("FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(2_000);
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+/// Any JSON value, a few levels deep.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        ".{0,12}".prop_map(Value::String),
+        prop::sample::select(vec!["true", "active", "/", "read:messages", "300000000000000001", ""])
+            .prop_map(|s| Value::String(s.to_string())),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec(("[a-z_:.]{0,10}", inner), 0..4)
+                .prop_map(|members| Value::Object(members.into_iter().collect())),
+        ]
+    })
+}
+
+fn base_config() -> Value {
+    json!({
+        "issuer": "https://issuer.example",
+        "introspection": {"cluster": "issuer", "path": "/oauth/v2/introspect", "timeout_ms": 1000},
+        "audiences": ["300000000000000001"],
+        "project_id": "300000000000000001",
+        "client_auth": {"method": "client_secret_basic", "client_id": "api", "client_secret": "s3cret"},
+        "cache": {"slots": 16, "max_ttl_seconds": 60},
+        "rules": [
+            {"path": "/public", "access": "public"},
+            {"prefix": "/api/", "methods": ["GET"], "access": "roles", "roles": ["read:messages"]}
+        ],
+        "unmatched": "deny"
+    })
+}
+
+const CONFIG_POINTERS: &[&str] = &[
+    "",
+    "/issuer",
+    "/introspection",
+    "/introspection/cluster",
+    "/introspection/path",
+    "/introspection/timeout_ms",
+    "/audiences",
+    "/audiences/0",
+    "/project_id",
+    "/client_auth",
+    "/client_auth/method",
+    "/client_auth/client_id",
+    "/client_auth/client_secret",
+    "/cache",
+    "/cache/slots",
+    "/cache/max_ttl_seconds",
+    "/rules",
+    "/rules/0",
+    "/rules/0/path",
+    "/rules/1/prefix",
+    "/rules/1/methods",
+    "/rules/1/access",
+    "/rules/1/roles",
+    "/unmatched",
+];
+
+fn expectations() -> Expectations {
+    Expectations {
+        issuer: "https://issuer.example".into(),
+        audiences: vec!["300000000000000001".into()],
+        role_claims: vec!["urn:zitadel:iam:org:project:roles".into()],
+        clock_skew_secs: 10,
+    }
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// Path-like strings built from the pieces bypass attempts are made of.
+fn path_like() -> impl Strategy<Value = String> {
+    let piece = prop::sample::select(vec![
+        "/", "//", ".", "..", "a", "api", "public", "%2e", "%2E", "%2f", "%5c", "%00", "%25", "%", "%zz", "%c0%af",
+        ";", "?", "#", "\\", "%3b", "~", "%41", "\u{e9}", " ", "\t",
+    ]);
+    prop::collection::vec(piece, 0..12).prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    #[test]
+    fn config_parser_survives_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        if let Err(err) = config::parse(&bytes, &no_env) {
+            prop_assert!(!err.field.is_empty());
+        }
+    }
+
+    #[test]
+    fn config_parser_names_a_field_for_any_mutation(
+        pointer in prop::sample::select(CONFIG_POINTERS),
+        value in json_value(),
+    ) {
+        let mut config = base_config();
+        if let Some(slot) = config.pointer_mut(pointer) {
+            *slot = value;
+        }
+        let text = serde_json::to_vec(&config).unwrap_or_default();
+        if let Err(err) = config::parse(&text, &no_env) {
+            prop_assert!(!err.field.is_empty());
+            prop_assert!(!err.to_string().contains("s3cret"), "{}", err);
+        }
+    }
+
+    #[test]
+    fn introspection_parser_survives_any_body(
+        status in prop::option::of(any::<u16>()),
+        json_content_type in any::<bool>(),
+        body in prop::collection::vec(any::<u8>(), 0..512),
+        now in any::<u64>(),
+    ) {
+        let content_type = json_content_type.then_some("application/json");
+        let response = IssuerResponse { status, content_type, body: &body };
+        let _ = evaluate(response, &expectations(), now);
+    }
+
+    #[test]
+    fn introspection_parser_is_valid_only_for_an_active_answer(
+        members in prop::collection::vec(
+            (prop::sample::select(vec!["active", "exp", "nbf", "iat", "aud", "iss", "sub", "client_id", "scope",
+                                       "username", "urn:zitadel:iam:org:project:roles", "token_type"]),
+             json_value()),
+            0..10),
+        now in 0u64..4_000_000_000,
+    ) {
+        let object: serde_json::Map<String, Value> =
+            members.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let body = serde_json::to_vec(&Value::Object(object.clone())).unwrap_or_default();
+        let response = IssuerResponse { status: Some(200), content_type: Some("application/json"), body: &body };
+        if let Ok(Verdict::Valid(identity)) = evaluate(response, &expectations(), now) {
+            prop_assert_eq!(object.get("active"), Some(&Value::Bool(true)));
+            if let Some(exp) = identity.expires_at {
+                prop_assert!(exp > now);
+            }
+        }
+    }
+
+    #[test]
+    fn bearer_parser_accepts_only_b64tokens(header in ".{0,64}", prefix in prop::sample::select(vec!["", "Bearer ", "bearer  ", "BEARER "])) {
+        let header = format!("{prefix}{header}");
+        if let Ok(token) = bearer_token(Some(&header)) {
+            prop_assert!(!token.is_empty() && token.len() <= MAX_TOKEN_LEN);
+            prop_assert!(header.ends_with(token));
+            prop_assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b)));
+        }
+    }
+
+    #[test]
+    fn bearer_parser_survives_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let header = format!("Bearer {}", String::from_utf8_lossy(&bytes));
+        let _ = bearer_token(Some(&header));
+    }
+
+    #[test]
+    fn canonical_path_is_canonical(path in path_like()) {
+        check_canonical(path.as_bytes())?;
+    }
+
+    #[test]
+    fn canonical_path_survives_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let mut path = b"/".to_vec();
+        path.extend_from_slice(&bytes);
+        check_canonical(&path)?;
+        check_canonical(&bytes)?;
+    }
+
+    #[test]
+    fn cache_decoder_survives_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..160)) {
+        let _ = decode_entry(&bytes);
+    }
+
+    #[test]
+    fn cache_decoder_round_trips_and_survives_corruption(
+        subject in ".{0,40}",
+        client_id in ".{0,20}",
+        roles in prop::collection::vec("[a-z:]{1,12}", 0..5),
+        expires_at in prop::option::of(1u64..u64::MAX),
+        rejection in prop::option::of(prop::sample::select(vec![
+            Rejection::Inactive, Rejection::Expired, Rejection::NotYetValid, Rejection::WrongAudience,
+            Rejection::WrongIssuer,
+        ])),
+        valid_until in any::<u64>(),
+        fingerprint in any::<u64>(),
+        cut in any::<prop::sample::Index>(),
+        flip in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+    ) {
+        let entry = CacheEntry {
+            fingerprint,
+            token: TokenHash::of(&client_id),
+            valid_until,
+            verdict: match rejection {
+                Some(rejection) => Verdict::Invalid(rejection),
+                None => Verdict::Valid(Identity { subject, client_id, roles, expires_at }),
+            },
+        };
+        let bytes = encode_entry(&entry).unwrap_or_default();
+        prop_assert_eq!(decode_entry(&bytes), Some(entry));
+        let _ = decode_entry(bytes.get(..cut.index(bytes.len())).unwrap_or_default());
+        let mut flipped = bytes.clone();
+        if let Some(byte) = flipped.get_mut(flip.index(bytes.len())) {
+            *byte ^= 1 << bit;
+        }
+        let _ = decode_entry(&flipped);
+    }
+}
+
+/// A canonical path starts with `/`, has no empty, `.` or `..` segment, and
+/// canonicalizing it again changes nothing.
+fn check_canonical(raw: &[u8]) -> Result<(), TestCaseError> {
+    if let Ok(canonical) = canonical_path(raw) {
+        prop_assert!(canonical.starts_with('/'));
+        let inner = canonical.strip_suffix('/').unwrap_or(&canonical);
+        for segment in inner.split('/').skip(1) {
+            prop_assert!(!matches!(segment, "" | "." | ".."), "{:?} -> {:?}", String::from_utf8_lossy(raw), canonical);
+        }
+        prop_assert_eq!(canonical_path(canonical.as_bytes()), Ok(canonical.clone()));
+        prop_assert!(!canonical.contains(['?', '#', '\\']));
+    }
+    Ok(())
+}
