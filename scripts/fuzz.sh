@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export FUZZ_CASES="${FUZZ_CASES:-1000000}"
-echo "==> fuzzing: $FUZZ_CASES cases per property (release build)"
+echo "==> fuzzing: $FUZZ_CASES cases per property (profile fuzz)"
 start=$(date +%s)
-cargo test --quiet --release --test fuzz -- --test-threads 2 "$@"
+cargo test --quiet --profile fuzz --test fuzz -- --test-threads 2 "$@"
 echo "==> $FUZZ_CASES cases per property passed in $(( $(date +%s) - start )) s"
