@@ -97,15 +97,19 @@ class Response:
         return f"<{self.status} {self.headers} {self.body[:200]!r}>"
 
 
-def http_request(port, path, method="GET", headers=None, body=None, timeout=10):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def http_request(port, path, method="GET", headers=None, body=None, timeout=10, conn=None):
+    """One request on a new connection, or on `conn` (kept open: same Envoy worker next time)."""
+    own = conn is None
+    if own:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         data = resp.read()
         return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data.decode("utf-8", "replace"))
     finally:
-        conn.close()
+        if own:
+            conn.close()
 
 
 class Issuer:
@@ -200,11 +204,15 @@ class Envoy:
     def wait_exit(self, timeout=30):
         return self.process.proc.wait(timeout=timeout)
 
-    def get(self, path, token=None, headers=None, method="GET", body=None):
+    def get(self, path, token=None, headers=None, method="GET", body=None, conn=None):
         headers = dict(headers or {})
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        return http_request(self.port, path, method=method, headers=headers, body=body)
+        return http_request(self.port, path, method=method, headers=headers, body=body, conn=conn)
+
+    def connection(self, timeout=10):
+        """A keep-alive connection: Envoy serves all its requests on one worker, so one VM."""
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     def stats(self):
         text = http_request(self.admin_port, "/stats").body
