@@ -22,13 +22,25 @@ import render  # noqa: E402
 
 ENVOY = os.environ.get("ENVOY_BIN", os.path.join(ROOT, ".venv", "bin", "envoy"))
 WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "oauth_introspection_filter.wasm")
-# Everything at debug, except the two components where Envoy itself dumps
-# request headers (Authorization included) at debug: envoyproxy/envoy#9652.
-ENVOY_LOG_ARGS = ["-l", "debug", "--component-log-level", "http:info,router:info"]
+# Everything at trace (the filter's `wasm` component included), except the two
+# components where Envoy itself prints credentials (envoyproxy/envoy#9652). Found
+# by running the whole suite with everything at trace and scanning the logs:
+#   http    debug: conn_manager_impl.cc "request headers complete", every header;
+#           trace: http1/codec_impl.cc "completed header: key=Authorization value=Bearer …"
+#   router  debug: router.cc "router decoding headers", every header, including the
+#           `Authorization: Basic …` of the filter's own introspection call
+# Nothing else did: http2 and connection log frames and byte counts, wasm traces
+# host calls with integer arguments only, and no component logs a request body,
+# so the client_assertion never showed up. test_zz_no_secrets_in_logs checks it.
+ENVOY_LOG_ARGS = ["-l", "trace", "--component-log-level", "http:info,router:info"]
 
 # Every secret that passes through a test, so the last test can check logs.
 SECRETS = set()
 LOG_FILES = []
+# Where each issuer writes the client assertions it received (--record-assertions).
+ASSERTION_FILES = []
+# Every response the tests got through http_request (status line, headers, body), for the same check.
+RESPONSES = []
 
 
 def free_port():
@@ -106,7 +118,9 @@ def http_request(port, path, method="GET", headers=None, body=None, timeout=10, 
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         data = resp.read()
-        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data.decode("utf-8", "replace"))
+        response = Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data.decode("utf-8", "replace"))
+        RESPONSES.append(f"{port} {method} {path} {response.status}\n{response.headers}\n{response.body}")
+        return response
     finally:
         if own:
             conn.close()
@@ -120,7 +134,9 @@ class Issuer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.state_dir = tempfile.mkdtemp(prefix=f"{name}-state-", dir=log_dir)
         self.process = Process(name, ["node", "demo/issuer/issuer.mjs", "--port", str(self.port), "--issuer",
-                                      self.url, "--state-dir", self.state_dir], log_dir)
+                                      self.url, "--state-dir", self.state_dir, "--record-assertions", "--verbose"],
+                               log_dir)
+        ASSERTION_FILES.append(os.path.join(self.state_dir, "client-assertions.txt"))
         self.process.wait_for_line("issuer ready")
         with open(os.path.join(self.state_dir, "ids.json")) as f:
             self.ids = json.load(f)
