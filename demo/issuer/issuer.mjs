@@ -7,7 +7,7 @@
 // keeps tokens in memory, and exposes unauthenticated /_test/* endpoints.
 //
 //   node demo/issuer/issuer.mjs --port 9000 --host 127.0.0.1 \
-//        --issuer http://127.0.0.1:9000 --state-dir /some/dir [--strict-assertion-reuse]
+//        --issuer http://127.0.0.1:9000 --state-dir /some/dir [--strict-assertion-reuse] [--record-assertions]
 //
 // See README.md beside this file for the users, clients and files it writes.
 
@@ -44,7 +44,7 @@ const jose = await import('jose');
 // --- command line ----------------------------------------------------------------------------
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const USAGE = `usage: node issuer.mjs [--port 9000] [--host 127.0.0.1] [--issuer URL] [--state-dir DIR]
-                        [--strict-assertion-reuse] [--enforce-audience] [--verbose]
+                        [--strict-assertion-reuse] [--enforce-audience] [--record-assertions] [--verbose]
   --port N                  TCP port (0 = any free port; the ready line shows which)
   --host ADDR               address to bind (loopback only is the point; default 127.0.0.1)
   --issuer URL              issuer identifier (default http://HOST:PORT)
@@ -54,6 +54,8 @@ const USAGE = `usage: node issuer.mjs [--port 9000] [--host 127.0.0.1] [--issuer
   --enforce-audience        like ZITADEL, answer active:true only to an API app whose client id or
                             project id is in the token's aud (default: answer for any audience, so
                             that the filter's own audience check can be tested)
+  --record-assertions       append every distinct client_assertion received to
+                            STATE_DIR/client-assertions.txt (tests check that none leaks into a log)
   --verbose                 log one line per failed request (error code and description, no secrets)`;
 
 let args;
@@ -66,6 +68,7 @@ try {
       'state-dir': { type: 'string', default: path.join(HERE, '.state') },
       'strict-assertion-reuse': { type: 'boolean', default: false },
       'enforce-audience': { type: 'boolean', default: false },
+      'record-assertions': { type: 'boolean', default: false },
       verbose: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -88,6 +91,7 @@ const HOST = args.host;
 const STATE_DIR = path.resolve(args['state-dir']);
 const STRICT_ASSERTION_REUSE = args['strict-assertion-reuse'];
 const ENFORCE_AUDIENCE = args['enforce-audience'];
+const RECORD_ASSERTIONS = args['record-assertions'];
 const VERBOSE = args.verbose;
 
 // --- the fixed, ZITADEL-looking world ---------------------------------------------------------
@@ -384,7 +388,17 @@ async function preReadForm(ctx) {
     ctx.throw(400, 'failed to read the request body');
   }
   if (size > BODY_LIMIT) ctx.throw(413, 'request entity too large');
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+  const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+  recordAssertion(form.get('client_assertion'));
+  return form;
+}
+
+// --record-assertions: each distinct client assertion once, one per line, for the tests' leak check.
+const recordedAssertions = new Set();
+function recordAssertion(assertion) {
+  if (!RECORD_ASSERTIONS || !assertion || recordedAssertions.has(assertion)) return;
+  recordedAssertions.add(assertion);
+  fs.appendFileSync(path.join(STATE_DIR, 'client-assertions.txt'), `${assertion}\n`, { mode: 0o600 });
 }
 
 // --- the provider ------------------------------------------------------------------------------

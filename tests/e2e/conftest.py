@@ -8,7 +8,7 @@ import pytest
 
 from fault_server import FaultServer
 from stack import ROOT, WASM, Api, Envoy, Issuer, render  # noqa: F401  (re-exported for the tests)
-from stack import ENVOY, LOG_FILES, SECRETS, free_port  # noqa: F401
+from stack import ASSERTION_FILES, ENVOY, LOG_FILES, RESPONSES, SECRETS, free_port  # noqa: F401
 
 
 @pytest.fixture(scope="session")

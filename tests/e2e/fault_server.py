@@ -1,5 +1,6 @@
 """A small programmable stand-in for an issuer, for the failures a real one
-won't produce on demand: hangs, 5xx, garbage, rejected client credentials.
+won't produce on demand: hangs, slow answers, 5xx, garbage, wrong content
+types, oversized or truncated bodies, rejected client credentials.
 
 Started by the tests on 127.0.0.1; `POST /_fault/mode/<name>` picks how the
 next introspection calls are answered; `GET /_fault/stats` counts them.
@@ -11,6 +12,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_HANG_SECONDS = 5.0
+SLOW_SECONDS = 0.3  # below the 500 ms timeout the tests configure
+HUGE_BODY_BYTES = 3 * 1024 * 1024
 
 
 def _active(now_offset_exp):
@@ -25,10 +28,20 @@ MODES = {
     "garbage": (200, "application/json", b"\x00\xffnot json at all{"),
     "html": (200, "text/html", b"<html>login</html>"),
     "invalid_client": (401, "application/json", b'{"error":"invalid_client"}'),
+    "invalid_client_400": (400, "application/json", b'{"error":"invalid_client"}'),
     "unauthorized_client": (400, "application/json", b'{"error":"unauthorized_client"}'),
     "active_string": (200, "application/json", b'{"active":"true"}'),
     "no_active": (200, "application/json", b'{"sub":"x"}'),
 }
+
+
+def _huge_active():
+    """Valid JSON with active:true, padded past any sane max_response_bytes."""
+    answer = _active(3600)
+    answer["padding"] = ""
+    size = len(json.dumps(answer))
+    answer["padding"] = "x" * (HUGE_BODY_BYTES - size)
+    return json.dumps(answer).encode()
 
 
 class FaultServer:
@@ -80,6 +93,31 @@ class FaultServer:
                     return
                 if mode == "valid":
                     self._send(200, "application/json", json.dumps(_active(3600)).encode())
+                    return
+                if mode == "slow_valid":
+                    time.sleep(SLOW_SECONDS)
+                    self._send(200, "application/json", json.dumps(_active(3600)).encode())
+                    return
+                if mode == "text_plain":
+                    self._send(200, "text/plain", json.dumps(_active(3600)).encode())
+                    return
+                if mode == "huge_body":
+                    self._send(200, "application/json", _huge_active())
+                    return
+                if mode == "hangup":
+                    # Reads the request, answers nothing, closes the connection.
+                    self.close_connection = True
+                    return
+                if mode == "truncated":
+                    # Promises 4096 bytes, sends the start of a valid answer, hangs up.
+                    body = json.dumps(_active(3600)).encode()
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", "4096")
+                    self.end_headers()
+                    self.wfile.write(body[:len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
                     return
                 status, content_type, body = MODES[mode]
                 self._send(status, content_type, body)

@@ -22,13 +22,25 @@ import render  # noqa: E402
 
 ENVOY = os.environ.get("ENVOY_BIN", os.path.join(ROOT, ".venv", "bin", "envoy"))
 WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "oauth_introspection_filter.wasm")
-# Everything at debug, except the two components where Envoy itself dumps
-# request headers (Authorization included) at debug: envoyproxy/envoy#9652.
-ENVOY_LOG_ARGS = ["-l", "debug", "--component-log-level", "http:info,router:info"]
+# Everything at trace (the filter's `wasm` component included), except the two
+# components where Envoy itself prints credentials (envoyproxy/envoy#9652). Found
+# by running the whole suite with everything at trace and scanning the logs:
+#   http    debug: conn_manager_impl.cc "request headers complete", every header;
+#           trace: http1/codec_impl.cc "completed header: key=Authorization value=Bearer …"
+#   router  debug: router.cc "router decoding headers", every header, including the
+#           `Authorization: Basic …` of the filter's own introspection call
+# Nothing else did: http2 and connection log frames and byte counts, wasm traces
+# host calls with integer arguments only, and no component logs a request body,
+# so the client_assertion never showed up. test_zz_no_secrets_in_logs checks it.
+ENVOY_LOG_ARGS = ["-l", "trace", "--component-log-level", "http:info,router:info"]
 
 # Every secret that passes through a test, so the last test can check logs.
 SECRETS = set()
 LOG_FILES = []
+# Where each issuer writes the client assertions it received (--record-assertions).
+ASSERTION_FILES = []
+# Every response the tests got through http_request (status line, headers, body), for the same check.
+RESPONSES = []
 
 
 def free_port():
@@ -97,15 +109,21 @@ class Response:
         return f"<{self.status} {self.headers} {self.body[:200]!r}>"
 
 
-def http_request(port, path, method="GET", headers=None, body=None, timeout=10):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def http_request(port, path, method="GET", headers=None, body=None, timeout=10, conn=None):
+    """One request on a new connection, or on `conn` (kept open: same Envoy worker next time)."""
+    own = conn is None
+    if own:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         data = resp.read()
-        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data.decode("utf-8", "replace"))
+        response = Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data.decode("utf-8", "replace"))
+        RESPONSES.append(f"{port} {method} {path} {response.status}\n{response.headers}\n{response.body}")
+        return response
     finally:
-        conn.close()
+        if own:
+            conn.close()
 
 
 class Issuer:
@@ -116,7 +134,9 @@ class Issuer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.state_dir = tempfile.mkdtemp(prefix=f"{name}-state-", dir=log_dir)
         self.process = Process(name, ["node", "demo/issuer/issuer.mjs", "--port", str(self.port), "--issuer",
-                                      self.url, "--state-dir", self.state_dir], log_dir)
+                                      self.url, "--state-dir", self.state_dir, "--record-assertions", "--verbose"],
+                               log_dir)
+        ASSERTION_FILES.append(os.path.join(self.state_dir, "client-assertions.txt"))
         self.process.wait_for_line("issuer ready")
         with open(os.path.join(self.state_dir, "ids.json")) as f:
             self.ids = json.load(f)
@@ -200,11 +220,15 @@ class Envoy:
     def wait_exit(self, timeout=30):
         return self.process.proc.wait(timeout=timeout)
 
-    def get(self, path, token=None, headers=None, method="GET", body=None):
+    def get(self, path, token=None, headers=None, method="GET", body=None, conn=None):
         headers = dict(headers or {})
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        return http_request(self.port, path, method=method, headers=headers, body=body)
+        return http_request(self.port, path, method=method, headers=headers, body=body, conn=conn)
+
+    def connection(self, timeout=10):
+        """A keep-alive connection: Envoy serves all its requests on one worker, so one VM."""
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     def stats(self):
         text = http_request(self.admin_port, "/stats").body

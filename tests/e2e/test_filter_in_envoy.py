@@ -1,9 +1,13 @@
 """The filter's behaviour in the real Envoy, against the local ZITADEL-like issuer."""
 import http.client
+import json
 import re
+import subprocess
 import time
 
 import pytest
+
+from conftest import RESPONSES
 
 PROJECT_ID = "300000000000000001"
 SCOPED_CHALLENGE = 'Bearer error="insufficient_scope", scope="read:messages"'
@@ -210,6 +214,31 @@ def test_two_workers_share_one_cache(envoy, issuer):
     assert all(after > before_ for after, before_ in zip(workers_after, workers_before)), (
         workers_before, workers_after)
     assert issuer.introspections() == before + 1
+
+
+# ---- HTTP/2 ----
+
+def curl_h2(envoy, path, token):
+    """One request over cleartext HTTP/2 (prior knowledge), as a mesh sidecar would send it."""
+    out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-H", f"Authorization: Bearer {token}",
+                          "-w", "\n%{http_version} %{http_code}", f"http://127.0.0.1:{envoy.port}{path}"],
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    RESPONSES.append(out)
+    body, _, version_and_status = out.rpartition("\n")
+    return version_and_status, body
+
+
+def test_http2_requests_get_the_same_verdicts(envoy, tokens, api):
+    # Also puts Envoy's http2 codec (logging at trace) under the log check at the end.
+    hits_before = api.hits().get("/api/private-scoped", 0)
+    status, body = curl_h2(envoy, "/api/private-scoped", tokens("reader-jwt"))
+    assert status == "2 200"
+    assert re.fullmatch(r"OK \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n", body), body
+    status, body = curl_h2(envoy, "/api/private-scoped", tokens("plain-opaque"))
+    assert (status, json.loads(body)["error"]) == ("2 403", "insufficient_scope")
+    status, body = curl_h2(envoy, "/api/private-scoped", "not-a-real-token-h2")
+    assert (status, json.loads(body)["error"]) == ("2 401", "invalid_token")
+    assert api.hits().get("/api/private-scoped", 0) == hits_before + 1
 
 
 # ---- client_secret_basic ----
