@@ -68,10 +68,10 @@ pub struct FilterRoot {
 }
 
 impl Context for FilterRoot {
-    fn on_http_call_response(&mut self, call_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(&mut self, call_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
         // Calls a waiter made after its leader vanished were dispatched from here.
         if let Some(plugin) = &self.plugin {
-            plugin.on_call_response(call_id, body_size);
+            plugin.on_call_response(call_id, num_headers, body_size);
         }
     }
 }
@@ -176,7 +176,7 @@ impl Plugin {
 
     /// The issuer answered call `call_id`: cache the verdict, release the
     /// slot, answer the leader and every waiter of this VM.
-    fn on_call_response(&self, call_id: u32, body_size: usize) {
+    fn on_call_response(&self, call_id: u32, num_headers: usize, body_size: usize) {
         let leader = {
             let mut paused = self.paused.borrow_mut();
             let Some(at) =
@@ -188,7 +188,7 @@ impl Plugin {
         };
         // Read the answer while the calling context is still the effective one.
         let outcome = match (now_secs(), now_millis()) {
-            (Some(now), Some(_)) => self.issuer_verdict(body_size, now),
+            (Some(now), Some(_)) => self.issuer_verdict(num_headers, body_size, now),
             _ => Err(IssuerError::Clock),
         };
         let now_ms = now_millis().unwrap_or_default();
@@ -281,7 +281,12 @@ impl Plugin {
         }
     }
 
-    fn issuer_verdict(&self, body_size: usize, now: u64) -> Result<Verdict, IssuerError> {
+    fn issuer_verdict(&self, num_headers: usize, body_size: usize, now: u64) -> Result<Verdict, IssuerError> {
+        // A call reset after its headers arrived (a truncated body) comes with
+        // no header map at all, and the SDK's map getters panic on that.
+        if num_headers == 0 {
+            return Err(IssuerError::NoStatus);
+        }
         if body_size > self.config.max_response_bytes {
             return Err(IssuerError::TooLarge);
         }
@@ -374,8 +379,8 @@ impl RequestFilter {
 }
 
 impl Context for RequestFilter {
-    fn on_http_call_response(&mut self, call_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        self.plugin.on_call_response(call_id, body_size);
+    fn on_http_call_response(&mut self, call_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+        self.plugin.on_call_response(call_id, num_headers, body_size);
     }
 
     fn on_done(&mut self) -> bool {

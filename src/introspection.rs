@@ -96,7 +96,7 @@ impl fmt::Display for IssuerError {
             IssuerError::ClientRejected(code) => {
                 write!(f, "the issuer rejected the filter's client credentials (HTTP {code}); check client_auth")
             }
-            IssuerError::NoStatus => f.write_str("the issuer's answer has no status"),
+            IssuerError::NoStatus => f.write_str("the issuer's answer has no status (or its connection broke off)"),
             IssuerError::ContentType => f.write_str("the issuer's answer is not application/json"),
             IssuerError::TooLarge => f.write_str("the issuer's answer is larger than allowed"),
             IssuerError::NotJson => f.write_str("the issuer's answer is not a JSON object"),

@@ -75,8 +75,6 @@ def test_issuer_fault_is_503(faulty, fault_server, api, mode):
     conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason="filter bug: a reset after the issuer's headers panics the VM "
-                   "(proxy-wasm get_map_value_bytes on a missing header map); the request hangs, then 503 forever")
 def test_truncated_answer_is_503_and_the_vm_survives(envoy_factory, fault_server, api):
     # Content-Length promises more than arrives, then the issuer hangs up: Envoy resets the call
     # after its headers came in and reports it with no response headers at all. On its own Envoy
