@@ -14,7 +14,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-WASM_BUILD_PATH = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "oauth_introspection_filter.wasm")
+WASM_BUILD_PATH = os.path.join(ROOT, "target", "oauth_introspection_filter.wasm")
 
 # The demo issuer's fixed ids (demo/issuer/ids.json has them too).
 PROJECT_ID = "300000000000000001"

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(ROOT, "envoy"))
 import render  # noqa: E402
 
 ENVOY = os.environ.get("ENVOY_BIN", os.path.join(ROOT, ".venv", "bin", "envoy"))
-WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "oauth_introspection_filter.wasm")
+WASM = os.path.join(ROOT, "target", "oauth_introspection_filter.wasm")
 # Everything at trace (the filter's `wasm` component included), except the two
 # components where Envoy itself prints credentials (envoyproxy/envoy#9652). Found
 # by running the whole suite with everything at trace and scanning the logs:
