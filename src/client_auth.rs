@@ -9,8 +9,14 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 
-use jwt_simple::prelude::*;
-use jwt_simple::reexports::rand::{self, Rng};
+use base64ct::{Base64, Base64UrlUnpadded, Encoding};
+use rsa::pkcs1::DecodeRsaPrivateKey;
+use rsa::pkcs1v15::SigningKey;
+use rsa::pkcs8::DecodePrivateKey;
+use rsa::signature::{SignatureEncoding, Signer};
+use rsa::RsaPrivateKey;
+use serde_json::json;
+use sha2::Sha256;
 
 use crate::introspection::{form_encode_into, ClientProof};
 
@@ -30,9 +36,7 @@ impl ClientAuth {
         form_encode_into(&mut pair, client_id);
         pair.push(':');
         form_encode_into(&mut pair, client_secret);
-        ClientAuth::ClientSecretBasic {
-            authorization: format!("Basic {}", Base64::encode_to_string(pair).unwrap_or_default()),
-        }
+        ClientAuth::ClientSecretBasic { authorization: format!("Basic {}", Base64::encode_string(pair.as_bytes())) }
     }
 
     /// The proof to attach to an introspection call made at `now`.
@@ -61,8 +65,15 @@ impl fmt::Display for SigningError {
     }
 }
 
+/// The PEM text is not an RSA private key (PKCS#1 or PKCS#8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyError;
+
+/// Signs RS256 client assertions (RFC 7523) with the application key.
 pub struct AssertionSigner {
-    key: RS256KeyPair,
+    key: SigningKey<Sha256>,
+    /// The assertion's JOSE header, Base64url-encoded once: it never changes.
+    encoded_header: String,
     client_id: String,
     audience: String,
     lifetime_secs: u64,
@@ -72,16 +83,26 @@ pub struct AssertionSigner {
 }
 
 impl AssertionSigner {
-    /// `key` must already carry its key id (`kid`).
-    pub fn new(key: RS256KeyPair, client_id: String, audience: String, lifetime_secs: u64) -> Self {
-        AssertionSigner {
-            key,
+    pub fn new(
+        key_pem: &str,
+        key_id: &str,
+        client_id: String,
+        audience: String,
+        lifetime_secs: u64,
+    ) -> Result<Self, KeyError> {
+        let key = RsaPrivateKey::from_pkcs1_pem(key_pem)
+            .or_else(|_| RsaPrivateKey::from_pkcs8_pem(key_pem))
+            .map_err(|_| KeyError)?;
+        let header = json!({"alg": "RS256", "typ": "JWT", "kid": key_id}).to_string();
+        Ok(AssertionSigner {
+            key: SigningKey::new(key),
+            encoded_header: Base64UrlUnpadded::encode_string(header.as_bytes()),
             client_id,
             audience,
             lifetime_secs,
             current: RefCell::new(None),
             signatures: Cell::new(0),
-        }
+        })
     }
 
     /// A valid assertion at `now`: the cached one, or a newly signed one
@@ -101,59 +122,86 @@ impl AssertionSigner {
     }
 
     fn sign(&self, now: u64, expires_at: u64) -> Result<String, SigningError> {
-        let mut claims = JWTClaims::<NoCustomClaims>::new();
-        claims.issued_at = Some(UnixTimeStamp::from_secs(now));
-        claims.expires_at = Some(UnixTimeStamp::from_secs(expires_at));
-        claims.issuer = Some(self.client_id.clone());
-        claims.subject = Some(self.client_id.clone());
-        claims.audiences = Some(Audiences::AsString(self.audience.clone()));
-        claims.jwt_id = Some(unique_id());
-        self.key.sign(claims).map_err(|_| SigningError)
+        let claims = json!({
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": self.audience,
+            "iat": now,
+            "exp": expires_at,
+            "jti": unique_id()?,
+        })
+        .to_string();
+        let mut jwt = format!("{}.{}", self.encoded_header, Base64UrlUnpadded::encode_string(claims.as_bytes()));
+        let signature = self.key.try_sign(jwt.as_bytes()).map_err(|_| SigningError)?;
+        jwt.push('.');
+        jwt.push_str(&Base64UrlUnpadded::encode_string(&signature.to_bytes()));
+        Ok(jwt)
     }
 }
 
 /// 128 random bits, hex: the assertion's `jti`.
-fn unique_id() -> String {
+fn unique_id() -> Result<String, SigningError> {
     let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    getrandom::getrandom(&mut bytes).map_err(|_| SigningError)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use rsa::pkcs1v15::{Signature, VerifyingKey};
+    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+    use rsa::signature::Verifier;
     use std::sync::OnceLock;
 
     /// One RSA key for all tests: generating it is the slow part.
     pub(crate) fn test_key_pem() -> &'static str {
         static PEM: OnceLock<String> = OnceLock::new();
-        PEM.get_or_init(|| RS256KeyPair::generate(2048).unwrap().to_pem().unwrap())
+        PEM.get_or_init(|| {
+            let key = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+            key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string()
+        })
     }
 
     fn signer() -> AssertionSigner {
-        let key = RS256KeyPair::from_pem(test_key_pem()).unwrap().with_key_id("key-1");
-        AssertionSigner::new(key, "api@demo".into(), "https://issuer.example".into(), 600)
+        AssertionSigner::new(test_key_pem(), "key-1", "api@demo".into(), "https://issuer.example".into(), 600).unwrap()
+    }
+
+    fn decode_part(part: &str) -> serde_json::Value {
+        serde_json::from_slice(&Base64UrlUnpadded::decode_vec(part).unwrap()).unwrap()
     }
 
     #[test]
     fn assertion_has_the_claims_zitadel_wants() {
-        let signer = signer();
-        let now = Clock::now_since_epoch().as_secs();
-        let jwt = signer.assertion(now).unwrap();
-        let public = RS256KeyPair::from_pem(test_key_pem()).unwrap().public_key();
-        let options = VerificationOptions {
-            allowed_issuers: Some(HashSet::from_strings(&["api@demo"])),
-            allowed_audiences: Some(HashSet::from_strings(&["https://issuer.example"])),
-            ..Default::default()
-        };
-        let claims = public.verify_token::<NoCustomClaims>(&jwt, Some(options)).unwrap();
-        assert_eq!(claims.subject.as_deref(), Some("api@demo"));
-        assert_eq!(claims.issued_at.map(|t| t.as_secs()), Some(now));
-        assert_eq!(claims.expires_at.map(|t| t.as_secs()), Some(now + 600));
-        assert_eq!(claims.jwt_id.as_ref().map(String::len), Some(32));
-        let metadata = Token::decode_metadata(&jwt).unwrap();
-        assert_eq!(metadata.algorithm(), "RS256");
-        assert_eq!(metadata.key_id(), Some("key-1"));
+        let now = 1_700_000_000;
+        let jwt = signer().assertion(now).unwrap();
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(decode_part(parts[0]), json!({"alg": "RS256", "typ": "JWT", "kid": "key-1"}));
+        let claims = decode_part(parts[1]);
+        assert_eq!(claims["iss"], "api@demo");
+        assert_eq!(claims["sub"], "api@demo");
+        assert_eq!(claims["aud"], "https://issuer.example");
+        assert_eq!(claims["iat"], now);
+        assert_eq!(claims["exp"], now + 600);
+        assert_eq!(claims["jti"].as_str().map(str::len), Some(32));
+        let private = RsaPrivateKey::from_pkcs8_pem(test_key_pem()).unwrap();
+        let verifier = VerifyingKey::<Sha256>::new(private.to_public_key());
+        let signature = Signature::try_from(Base64UrlUnpadded::decode_vec(parts[2]).unwrap().as_slice()).unwrap();
+        let signed = format!("{}.{}", parts[0], parts[1]);
+        assert!(verifier.verify(signed.as_bytes(), &signature).is_ok());
+        assert!(verifier.verify(b"something else", &signature).is_err());
+    }
+
+    #[test]
+    fn pkcs1_keys_are_accepted_and_garbage_is_not() {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        let private = RsaPrivateKey::from_pkcs8_pem(test_key_pem()).unwrap();
+        let pkcs1 = private.to_pkcs1_pem(LineEnding::LF).unwrap();
+        assert!(AssertionSigner::new(&pkcs1, "k", "c".into(), "a".into(), 600).is_ok());
+        for bad in ["", "not a key", "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n"] {
+            assert_eq!(AssertionSigner::new(bad, "k", "c".into(), "a".into(), 600).err(), Some(KeyError));
+        }
     }
 
     #[test]
@@ -165,11 +213,7 @@ pub(crate) mod tests {
         let second = signer.assertion(1000 + 600 - RENEW_BEFORE_SECS).unwrap();
         assert_ne!(second, first);
         assert_eq!(signer.signatures.get(), 2);
-        let jti = |jwt: &str| {
-            let payload = jwt.split('.').nth(1).unwrap();
-            let json = Base64UrlSafeNoPadding::decode_to_vec(payload, None).unwrap();
-            serde_json::from_slice::<serde_json::Value>(&json).unwrap()["jti"].clone()
-        };
+        let jti = |jwt: &str| decode_part(jwt.split('.').nth(1).unwrap())["jti"].clone();
         assert_ne!(jti(&first), jti(&second));
     }
 
@@ -178,8 +222,7 @@ pub(crate) mod tests {
         let auth = ClientAuth::client_secret_basic("123@demo", "s3cr:t");
         let ClientAuth::ClientSecretBasic { authorization } = &auth else { panic!() };
         let encoded = authorization.strip_prefix("Basic ").unwrap();
-        let decoded = Base64::decode_to_vec(encoded, None).unwrap();
-        assert_eq!(decoded, b"123%40demo:s3cr%3At");
+        assert_eq!(Base64::decode_vec(encoded).unwrap(), b"123%40demo:s3cr%3At");
         assert_eq!(auth.signatures(), 0);
     }
 }

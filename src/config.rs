@@ -4,9 +4,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use jwt_simple::prelude::RS256KeyPair;
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::cache::CacheSettings;
 use crate::client_auth::{AssertionSigner, ClientAuth};
@@ -429,11 +429,6 @@ fn validate_client_auth(raw: RawClientAuth, issuer: &str, env: EnvLookup<'_>) ->
             if key_file.client_id.is_empty() {
                 return Err(ConfigError::new(format!("{key_field}.clientId"), "must not be empty"));
             }
-            let key = RS256KeyPair::from_pem(&key_file.key)
-                .map_err(|_| {
-                    ConfigError::new(format!("{key_field}.key"), "is not an RSA private key in PEM (PKCS#1 or PKCS#8)")
-                })?
-                .with_key_id(&key_file.key_id);
             if !(120..=3600).contains(&raw.assertion_lifetime_seconds) {
                 return Err(ConfigError::new("client_auth.assertion_lifetime_seconds", "must be between 120 and 3600"));
             }
@@ -441,12 +436,17 @@ fn validate_client_auth(raw: RawClientAuth, issuer: &str, env: EnvLookup<'_>) ->
             if audience.is_empty() {
                 return Err(ConfigError::new("client_auth.audience", "must not be empty"));
             }
-            Ok(ClientAuth::PrivateKeyJwt(Box::new(AssertionSigner::new(
-                key,
+            let signer = AssertionSigner::new(
+                &key_file.key,
+                &key_file.key_id,
                 key_file.client_id,
                 audience,
                 raw.assertion_lifetime_seconds,
-            ))))
+            )
+            .map_err(|_| {
+                ConfigError::new(format!("{key_field}.key"), "is not an RSA private key in PEM (PKCS#1 or PKCS#8)")
+            })?;
+            Ok(ClientAuth::PrivateKeyJwt(Box::new(signer)))
         }
         "client_secret_basic" => {
             unexpected(raw.key.is_some(), "key", "client_secret_basic")?;
@@ -538,12 +538,13 @@ fn fingerprint(expected: &Expectations, max_ttl_secs: u64, negative_ttl_secs: u6
         .chain(expected.role_claims.iter().map(String::as_str))
         .chain(std::iter::once("\0ttl"))
         .chain(std::iter::once(ttl.as_str()));
-    let mut hasher = hmac_sha256::Hash::new();
+    let mut hasher = Sha256::new();
     for part in parts {
         hasher.update(part.as_bytes());
         hasher.update([0u8]);
     }
-    let [a, b, c, d, e, f, g, h, ..] = hasher.finalize();
+    let digest: [u8; 32] = hasher.finalize().into();
+    let [a, b, c, d, e, f, g, h, ..] = digest;
     u64::from_be_bytes([a, b, c, d, e, f, g, h])
 }
 

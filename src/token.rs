@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use sha2::{Digest, Sha256};
+
 /// Longest token accepted. ZITADEL's JWT access tokens are around 1 KB and
 /// opaque ones far shorter; anything past this is refused without an issuer call.
 pub const MAX_TOKEN_LEN: usize = 4096;
@@ -53,7 +55,7 @@ pub struct TokenHash(pub [u8; 32]);
 
 impl TokenHash {
     pub fn of(token: &str) -> Self {
-        TokenHash(hmac_sha256::Hash::hash(token.as_bytes()))
+        TokenHash(Sha256::digest(token.as_bytes()).into())
     }
 
     /// Two independent slot choices derived from the hash (see `cache`).
