@@ -10,6 +10,7 @@
 local limit = 0
 local prefix = "m"
 local sent = 0
+local reserved = 0
 local answered = 0
 local verified = false
 
@@ -18,8 +19,13 @@ function init(args)
   prefix = args[2] or prefix
 end
 
+-- One token reserved per delay() call, as in tokens.lua: never more than LIMIT requests.
 function delay()
-  return sent >= limit and 3600000 or 0
+  if reserved < limit then
+    reserved = reserved + 1
+    return 0
+  end
+  return 3600000
 end
 
 function request()

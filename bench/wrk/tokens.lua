@@ -14,6 +14,7 @@
 
 local requests = {}
 local next_index = 1
+local reserved = 0
 local answered = 0
 local verified = false
 
@@ -34,9 +35,15 @@ function init(args)
   end
 end
 
+-- wrk asks delay() before each request() of a connection, and several
+-- connections may ask before any of them sends: a token is reserved here, so
+-- no more than one request per token is ever made.
 function delay()
-  -- No token left: this connection waits (the run ends long before).
-  return next_index > #requests and 3600000 or 0
+  if reserved < #requests then
+    reserved = reserved + 1
+    return 0
+  end
+  return 3600000 -- no token left: this connection waits (the run ends long before)
 end
 
 function request()
