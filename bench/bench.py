@@ -25,7 +25,6 @@ import concurrent.futures
 import copy
 import json
 import os
-import platform
 import re
 import shutil
 import socket
@@ -242,47 +241,56 @@ def med(runs, key):
     return statistics.median(r[key] for r in runs)
 
 
+def paired(results, case, other, c, key, op):
+    """Median over rounds of op(case, other), each pair measured in the same round."""
+    return statistics.median(op(x[key], y[key]) for x, y in zip(results[(case, c)], results[(other, c)]))
+
+
+def ratio(results, case, other, c, key):
+    return paired(results, case, other, c, key, lambda x, y: x / y)
+
+
 def fmt_us(us):
-    return f"{us / 1000:.2f} ms" if us >= 10_000 else f"{us:,.0f} µs"
+    return f"{us / 1000:.2f} ms" if us >= 1000 else f"{us:.0f} µs"
 
 
 def build_report(args, results, miss_info, burst_info, rss, alone_rss, sizes, env):
-    a = {c: results[("a", c)] for c in CONNECTIONS}
     lines = [
-        f"Envoy {env['envoy']} (`--concurrency 2`), one listener per case, upstream `demo/api.py`, "
-        f"wrk -t1 on loopback; {env['cores']} cores; {args.rounds} alternating rounds of {args.seconds} s "
-        f"per case and connection count (e: {args.miss_tokens} new tokens per run), medians. "
-        f"Ratios are to (a) at the same connection count.",
+        f"Envoy {env['envoy']} (`--concurrency 2`), one listener per case, upstream `demo/api.py`, wrk -t1 on "
+        f"loopback; {env['cores']} cores (load average {env['load']} when the run began: the machine is shared). "
+        f"{args.rounds} alternating rounds of {args.seconds} s per case and connection count (e: "
+        f"{args.miss_tokens:,} new tokens per run); medians over the rounds, requests/s with the slowest and fastest "
+        f"round. × (a): the median over rounds of the ratio to (a) measured in the same round, same connections.",
         "",
-        "| case | conns | requests/s | × (a) | p50 | × (a) | p99 | × (a) | RSS, Envoy with only this listener |",
+        "| case | conns | requests/s (min–max) | × (a) | p50 | × (a) | p99 | × (a) | RSS, Envoy with only this listener |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for case, label in CASES.items():
         for c in CONNECTIONS:
             runs = results[(case, c)]
-            rps, p50, p99 = med(runs, "rps"), med(runs, "p50_us"), med(runs, "p99_us")
-            base = a[c]
+            lo, hi = min(r["rps"] for r in runs), max(r["rps"] for r in runs)
             mem = f"{alone_rss[case]:.0f} MB" if case in alone_rss else "as (c)"
             lines.append(
-                f"| ({case}) {label} | {c} | {rps:,.0f} | {rps / med(base, 'rps'):.2f}× | {fmt_us(p50)} "
-                f"| {p50 / med(base, 'p50_us'):.2f}× | {fmt_us(p99)} | {p99 / med(base, 'p99_us'):.2f}× | {mem} |")
+                f"| ({case}) {label} | {c} | {med(runs, 'rps'):,.0f} ({lo:,.0f}–{hi:,.0f}) "
+                f"| {ratio(results, case, 'a', c, 'rps'):.2f}× | {fmt_us(med(runs, 'p50_us'))} "
+                f"| {ratio(results, case, 'a', c, 'p50_us'):.2f}× | {fmt_us(med(runs, 'p99_us'))} "
+                f"| {ratio(results, case, 'a', c, 'p99_us'):.2f}× | {mem} |")
     lines.append("")
-    lines.append(f"(e) cache miss: {miss_info['tokens']:,} never-seen tokens sent, "
-                 f"{miss_info['calls']:,} issuer introspection calls "
-                 f"({miss_info['calls'] / max(miss_info['tokens'], 1):.2f} per token), "
+    lines.append(f"- (e) cache miss: {miss_info['tokens']:,} never-seen tokens sent, {miss_info['calls']:,} issuer "
+                 f"introspection calls ({miss_info['calls'] / max(miss_info['tokens'], 1):.2f} per token), "
                  f"{miss_info['errors']} non-2xx answers.")
-    for variant, info in burst_info.items():
+    for info in burst_info.values():
         per_token = info["calls"]
         status_counts = ", ".join(f"{n}× {s}" for s, n in sorted(info["statuses"].items()))
         issuer = "the issuer as is" if not info["delay_ms"] else f"the issuer answering {info['delay_ms']} ms late"
-        lines.append(f"(f) {len(per_token)} new tokens × {args.burst} concurrent requests each, {issuer}: issuer "
+        lines.append(f"- (f) {len(per_token)} new tokens × {args.burst} concurrent requests each, {issuer}: issuer "
                      f"calls per new token min {min(per_token)}, median {statistics.median(per_token):g}, max "
                      f"{max(per_token)} (per token: {' '.join(map(str, per_token))}); answers: {status_counts}; "
                      f"all {args.burst} answered in {statistics.median(info['seconds']) * 1000:.0f} ms (median).")
-    lines.append(f"Envoy RSS (all {len(KINDS)} listeners; VMs of 3 wasm plugins: empty, (c), (e)/(f)): {rss['start']:.0f} MB after start, "
-                 f"{rss['end']:.0f} MB after the runs. The RSS column: an Envoy with only that listener, "
-                 f"after {args.seconds} s of load at 16 connections.")
-    lines.append(f".wasm: `oauth_introspection_filter.wasm` {sizes['filter']:,} bytes "
+    lines.append(f"- Envoy RSS, all {len(KINDS)} listeners (VMs of 3 wasm plugins: empty, (c), (e)/(f)): "
+                 f"{rss['start']:.0f} MB after start, {rss['end']:.0f} MB after the runs. The RSS column: an Envoy "
+                 f"with only that listener, after {args.seconds} s of load at 16 connections.")
+    lines.append(f"- .wasm: `oauth_introspection_filter.wasm` {sizes['filter']:,} bytes "
                  f"({sizes['filter'] / 1024:.0f} KiB); the empty filter {sizes['empty']:,} bytes "
                  f"({sizes['empty'] / 1024:.0f} KiB).")
     lines.append("")
@@ -293,9 +301,6 @@ def build_report(args, results, miss_info, burst_info, rss, alone_rss, sizes, en
 
 
 def targets(results, burst_info, sizes):
-    def rps(case, c):
-        return med(results[(case, c)], "rps")
-
     def verdict(ok):
         return "pass" if ok else "MISS"
 
@@ -304,11 +309,11 @@ def targets(results, burst_info, sizes):
         parts = []
         ok = True
         for c in CONNECTIONS:
-            ratio = rps("c", c) / rps(other, c)
-            ok &= ratio >= floor
-            parts.append(f"{c} conn {ratio:.2f}× {verdict(ratio >= floor)}")
+            r = ratio(results, "c", other, c, "rps")
+            ok &= r >= floor
+            parts.append(f"{c} conn {r:.2f}× {verdict(r >= floor)}")
         out.append(f"{verdict(ok)}: (c) ≥ {floor:.2f}× requests/s of ({other}) {what}: {'; '.join(parts)}")
-    added = {c: med(results[("c", c)], "p50_us") - med(results[("a", c)], "p50_us") for c in CONNECTIONS}
+    added = {c: paired(results, "c", "a", c, "p50_us", lambda x, y: x - y) for c in CONNECTIONS}
     out.append(f"{verdict(added[1] <= 50)}: p50 added by (c) over (a) ≤ 50 µs: {added[1]:+.0f} µs at 1 connection "
                f"(at 16 connections, where p50 includes queueing: {added[16]:+.0f} µs)")
     parts = []
@@ -338,12 +343,12 @@ def plot(results, path, title):
     for ax, key, label in ((axes[0], "rps", "requests/s"), (axes[1], "p50_us", "p50 latency (µs)"),
                            (axes[2], "p99_us", "p99 latency (µs)")):
         for i, c in enumerate(CONNECTIONS):
-            base = med(results[("a", c)], key)
             values = [med(results[(case, c)], key) for case in cases]
+            ratios = [ratio(results, case, "a", c, key) for case in cases]
             xs = [x + (i - 0.5) * width for x in range(len(cases))]
             bars = ax.bar(xs, values, width, label=f"{c} connection{'s' if c > 1 else ''}", color=colors[c])
-            for bar, v in zip(bars, values):
-                ax.annotate(f"{v / base:.2f}×", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            for bar, r in zip(bars, ratios):
+                ax.annotate(f"{r:.2f}×", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                             ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
         if key != "rps":
             ax.set_yscale("log")
@@ -366,8 +371,8 @@ def plot(results, path, title):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=4, help="length of one wrk run for (a)-(d) (default 4)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--seconds", type=int, default=3, help="length of one wrk run for (a)-(d) (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     parser.add_argument("--miss-tokens", type=int, default=1000,
                         help="new tokens per (e) run; each round runs (e) at 1 and 16 connections (default 1000)")
     parser.add_argument("--burst-tokens", type=int, default=20, help="new tokens for (f) (default 20)")
@@ -385,7 +390,7 @@ def main():
         if not os.path.exists(path):
             raise SystemExit(f"{path} is missing: run scripts/bench.sh, which builds it")
     sizes = {"filter": os.path.getsize(WASM), "empty": os.path.getsize(EMPTY_WASM)}
-    env = {"envoy": envoy_version(), "cores": os.cpu_count(), "machine": platform.machine()}
+    env = {"envoy": envoy_version(), "cores": os.cpu_count(), "load": f"{os.getloadavg()[0]:.1f}"}
 
     work_dir = tempfile.mkdtemp(prefix="bench-")  # logs, configs, JWKS, token files
     jwks, jwt = make_jwt(work_dir)
