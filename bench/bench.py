@@ -106,7 +106,7 @@ def jwt_filter(jwks_json):
     }
 
 
-def config_editor(kinds, jwks_json):
+def config_editor(kinds, jwks_json, wasm=WASM):
     """An `edit_config` for stack.Envoy: one listener per kind, ports in `envoy.ports`."""
 
     def edit(text, envoy):
@@ -124,6 +124,7 @@ def config_editor(kinds, jwks_json):
             hcm["stat_prefix"] = f"bench_{kind}"
             filters = hcm["http_filters"]
             router = filters[-1]
+            wasm_filter(filters)["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = wasm
             if kind == "plain":
                 hcm["http_filters"] = [router]
             elif kind == "empty":
@@ -229,6 +230,19 @@ def make_jwt(work_dir):
         return jwks, f.read().strip()
 
 
+def filter_origin(wasm):
+    """Which code the .wasm was built from, as far as git can tell."""
+    if os.path.abspath(wasm) != WASM:
+        return f"`{wasm}` (given with --wasm)"
+    paths = ["src", "Cargo.toml", "Cargo.lock"]
+    commit = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h", "--", *paths],
+                            capture_output=True, text=True).stdout.strip() or "?"
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", *paths],
+                           capture_output=True, text=True).stdout.strip()
+    return (f"`{os.path.relpath(WASM, ROOT)}`, built from commit {commit}"
+            + (" plus uncommitted changes" if dirty else ""))
+
+
 def envoy_version():
     out = subprocess.run([ENVOY, "--version"], capture_output=True, text=True, timeout=30).stdout
     m = re.search(r"version: \S+/(\d+\.\d+\.\d+)", out)
@@ -290,7 +304,7 @@ def build_report(args, results, miss_info, burst_info, rss, alone_rss, sizes, en
     lines.append(f"- Envoy RSS, all {len(KINDS)} listeners (VMs of 3 wasm plugins: empty, (c), (e)/(f)): "
                  f"{rss['start']:.0f} MB after start, {rss['end']:.0f} MB after the runs. The RSS column: an Envoy "
                  f"with only that listener, after {args.seconds} s of load at 16 connections.")
-    lines.append(f"- .wasm: `oauth_introspection_filter.wasm` {sizes['filter']:,} bytes "
+    lines.append(f"- .wasm: {env['filter']}: {sizes['filter']:,} bytes "
                  f"({sizes['filter'] / 1024:.0f} KiB); the empty filter {sizes['empty']:,} bytes "
                  f"({sizes['empty'] / 1024:.0f} KiB).")
     lines.append("")
@@ -383,14 +397,17 @@ def main():
     parser.add_argument("--out", default=HERE, help="where results.md and results.png go (default bench/)")
     parser.add_argument("--no-plot", action="store_true", help="skip results.png (needs matplotlib)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary dir (logs, configs, tokens)")
+    parser.add_argument("--wasm", default=WASM, help="the filter's .wasm (default: this checkout's release build)")
     args = parser.parse_args()
     began = time.monotonic()
 
-    for path in (WASM, EMPTY_WASM):
+    args.wasm = os.path.abspath(args.wasm)
+    for path in (args.wasm, EMPTY_WASM):
         if not os.path.exists(path):
             raise SystemExit(f"{path} is missing: run scripts/bench.sh, which builds it")
-    sizes = {"filter": os.path.getsize(WASM), "empty": os.path.getsize(EMPTY_WASM)}
-    env = {"envoy": envoy_version(), "cores": os.cpu_count(), "load": f"{os.getloadavg()[0]:.1f}"}
+    sizes = {"filter": os.path.getsize(args.wasm), "empty": os.path.getsize(EMPTY_WASM)}
+    env = {"envoy": envoy_version(), "cores": os.cpu_count(), "load": f"{os.getloadavg()[0]:.1f}",
+           "filter": filter_origin(args.wasm)}
 
     work_dir = tempfile.mkdtemp(prefix="bench-")  # logs, configs, JWKS, token files
     jwks, jwt = make_jwt(work_dir)
@@ -399,7 +416,7 @@ def main():
     try:
         envoy = Envoy(work_dir, issuer.port, api.port, name="envoy-bench", log_args=["-l", "warning"],
                       env={"ZITADEL_API_KEY_JSON": issuer.api_key_json},
-                      edit_config=config_editor(list(KINDS.values()), jwks))
+                      edit_config=config_editor(list(KINDS.values()), jwks, args.wasm))
         url = {case: f"http://127.0.0.1:{envoy.ports[kind]}{PATH}" for case, kind in KINDS.items()}
         token = issuer.token("reader-opaque")
         tokens = {"a": None, "b": None, "c": token, "d": jwt}
@@ -481,7 +498,7 @@ def main():
         for case in "abcd":
             alone = Envoy(work_dir, issuer.port, api.port, name=f"envoy-rss-{case}", log_args=["-l", "warning"],
                           env={"ZITADEL_API_KEY_JSON": issuer.api_key_json},
-                          edit_config=config_editor([KINDS[case]], jwks))
+                          edit_config=config_editor([KINDS[case]], jwks, args.wasm))
             try:
                 wrk(f"http://127.0.0.1:{alone.ports[KINDS[case]]}{PATH}", 16, args.seconds, token=tokens[case])
                 alone_rss[case] = rss_mb(alone.process.proc.pid)

@@ -36,7 +36,8 @@ sys.path.insert(0, os.path.join(ROOT, "envoy"))
 import yaml  # noqa: E402
 
 import render  # noqa: E402
-from stack import Envoy, Process, free_port  # noqa: E402
+from bench import filter_origin  # noqa: E402
+from stack import WASM, Envoy, Process, free_port  # noqa: E402
 
 DISTINCT_LUA = os.path.join(HERE, "wrk", "distinct.lua")
 PATH = "/api/private"
@@ -64,10 +65,17 @@ class StubIssuer:
         self.process.stop()
 
 
-def direct_response(text, envoy):
+def edit_config(wasm):
+    return lambda text, envoy: direct_response(text, wasm)
+
+
+def direct_response(text, wasm):
     """The route answers 200 from Envoy itself: no upstream in the way."""
     config = yaml.safe_load(text)
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    for f in hcm["http_filters"]:
+        if f["name"] == "envoy.filters.http.wasm":
+            f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = wasm
     route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]
     route.pop("route")
     route["direct_response"] = {"status": 200, "body": {"inline_string": "OK\n"}}
@@ -91,8 +99,12 @@ def main():
     parser.add_argument("--out", default=os.path.join(HERE, "memory-results.md"),
                         help="markdown report (default bench/memory-results.md; '-' for none)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary dir (logs, configs)")
+    parser.add_argument("--wasm", default=WASM, help="the filter's .wasm (default: this checkout's release build)")
     args = parser.parse_args()
     began = time.monotonic()
+    args.wasm = os.path.abspath(args.wasm)
+    if not os.path.exists(args.wasm):
+        raise SystemExit(f"{args.wasm} is missing: run scripts/memory.sh, which builds it")
 
     work_dir = tempfile.mkdtemp(prefix="memory-")
     stub, envoy = StubIssuer(work_dir), None
@@ -105,7 +117,7 @@ def main():
         del plugin["cache"]  # the defaults, as documented
         envoy = Envoy(work_dir, stub.port, free_port(), name="envoy-memory", plugin=plugin,
                       log_args=["-l", "warning"], env={"INTROSPECTION_CLIENT_SECRET": secrets.token_urlsafe(24)},
-                      edit_config=direct_response)
+                      edit_config=edit_config(args.wasm))
         pid = envoy.process.proc.pid
         assert envoy.get(PATH, token="warm-up-token-0001").status == 200
         assert envoy.get(PATH).status == 401
@@ -169,7 +181,7 @@ def main():
     lines = [
         f"{args.tokens:,} distinct tokens through the filter (default cache: {DEFAULT_SLOTS} slots, "
         f"max_entry_bytes {DEFAULT_MAX_ENTRY_BYTES}), Envoy `--concurrency 2`, wrk -c{args.connections}, stub issuer "
-        f"answering active:true; {os.cpu_count()} cores.",
+        f"answering active:true; {os.cpu_count()} cores. Filter: {filter_origin(args.wasm)}.",
         "",
         f"- sent and answered: {answered:,} requests in {load_seconds:.0f} s ({answered / load_seconds:,.0f} "
         f"requests/s), {non_2xx} non-2xx; issuer calls: {calls:,} (every token a cache miss)",
