@@ -1,0 +1,11 @@
+# The benchmark commands (see the README, "Performance"). Extra flags: ARGS="...",
+# e.g. `make bench ARGS="--rounds 5 --seconds 5"` or `make memory ARGS="--tokens 100000"`.
+ARGS ?=
+
+.PHONY: bench memory
+
+bench: ## no filter / empty wasm / cache hit / jwt_authn / cache miss / 64 concurrent; ~3 min
+	scripts/bench.sh $(ARGS)
+
+memory: ## one million distinct tokens through the filter, Envoy RSS before/during/after; ~4 min
+	scripts/memory.sh $(ARGS)
