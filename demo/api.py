@@ -49,7 +49,10 @@ class Handler(BaseHTTPRequestHandler):
             self.rfile.read(length)
         with hits_lock:
             hits[self.path] += 1
-        echo = {f"echo-{name}": self.headers[name] for name in IDENTITY_HEADERS if self.headers[name] is not None}
+        # Every value of each identity header, joined with " | ": a forged
+        # duplicate next to the filter's value would show.
+        echo = {f"echo-{name}": " | ".join(self.headers.get_all(name)) for name in IDENTITY_HEADERS
+                if self.headers.get_all(name)}
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._send(200, f"OK {now}\n".encode(), "text/plain", echo)
 

@@ -329,9 +329,9 @@ impl Plugin {
             (&headers.client_id, header_value(&identity.client_id)),
             (&headers.roles, header_value(&identity.roles.join(","))),
         ] {
-            if !value.is_empty() {
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(&value));
-            }
+            // Replaces any value the client sent; an empty one removes it.
+            let value = Some(value.as_str()).filter(|v| !v.is_empty());
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
         }
         increment(self.metrics.allowed);
         Action::Continue
@@ -392,10 +392,9 @@ impl Context for RequestFilter {
 impl HttpContext for RequestFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let plugin = Rc::clone(&self.plugin);
-        // Identity headers come from this filter only, never from the client.
-        for name in plugin.config.identity_headers.names() {
-            self.set_http_request_header(name, None);
-        }
+        // Identity headers come from this filter only, never from the client:
+        // a public request loses them here, an admitted one has each replaced
+        // or removed in `admit`, a denied one never goes upstream.
         let method = self.request_header(":method").and_then(Result::ok).unwrap_or_default();
         let raw_path = self.get_http_request_header_bytes(":path").unwrap_or_default();
         let path = match canonical_path(&raw_path) {
@@ -404,7 +403,12 @@ impl HttpContext for RequestFilter {
         };
         let access = match plugin.config.rules.access_for(&method, &path) {
             None => return plugin.deny(Denial::NoRule),
-            Some(Access::Public) => return Action::Continue,
+            Some(Access::Public) => {
+                for name in plugin.config.identity_headers.names() {
+                    self.set_http_request_header(name, None);
+                }
+                return Action::Continue;
+            }
             Some(access) => access.clone(),
         };
         let header = match self.request_header("authorization") {

@@ -71,3 +71,44 @@ def test_token_of_the_maximum_length_is_introspected(envoy, issuer):
     assert_invalid_token(resp)
     assert resp.json()["error_description"] != "malformed bearer token"
     assert issuer.introspections() == before + 1
+
+
+def raw_get_echo(port, path, header_lines):
+    """GET with raw header lines (duplicates allowed); returns (status, {echo header: value})."""
+    head = "\r\n".join([f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close", *header_lines])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall((head + "\r\n\r\n").encode("latin-1"))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed without a response"
+            data += chunk
+    lines = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    echoes = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.lower().startswith("echo-"):
+            echoes[name.lower()] = value.strip()
+    return int(lines[0].split()[1]), echoes
+
+
+FORGED_TWICE = ["x-auth-subject: admin", "x-auth-subject: root", "x-auth-roles: admin", "x-auth-roles: read:messages",
+                "x-auth-client-id: forged", "x-auth-client-id: forged-again"]
+
+
+@pytest.mark.parametrize("user", ["reader-opaque", "plain-opaque"])
+def test_duplicated_forged_identity_headers_are_all_replaced(envoy, issuer, tokens, user):
+    info = issuer.ids["service_users"][user]
+    status, echoes = raw_get_echo(envoy.port, "/api/private",
+                                  [f"Authorization: Bearer {tokens(user)}", *FORGED_TWICE])
+    assert status == 200
+    assert echoes.get("echo-x-auth-subject") == info["user_id"]
+    assert echoes.get("echo-x-auth-client-id") == info["client_id"]
+    # plain-opaque has no roles: no roles header at all, forged or not.
+    assert echoes.get("echo-x-auth-roles") == ("read:messages" if user == "reader-opaque" else None)
+
+
+def test_duplicated_forged_identity_headers_are_removed_on_public_routes(envoy):
+    status, echoes = raw_get_echo(envoy.port, "/public", FORGED_TWICE)
+    assert status == 200
+    assert echoes == {}
