@@ -99,7 +99,7 @@ def main():
     parser.add_argument("--out", default=os.path.join(HERE, "memory-results.md"),
                         help="markdown report (default bench/memory-results.md; '-' for none)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary dir (logs, configs)")
-    parser.add_argument("--wasm", default=WASM, help="the filter's .wasm (default: this checkout's release build)")
+    parser.add_argument("--wasm", default=WASM, help="the filter's .wasm (default: this checkout's build, after wasm-opt)")
     args = parser.parse_args()
     began = time.monotonic()
     args.wasm = os.path.abspath(args.wasm)

@@ -59,8 +59,5 @@ built=target/wasm32-wasip1/release/oauth_introspection_filter.wasm
 artifact=target/oauth_introspection_filter.wasm
 if [ ! -f "$artifact" ] || [ "$built" -nt "$artifact" ]; then
   say "shrinking the .wasm (wasm-opt -Oz)"
-  # The features rustc's wasm32-wasip1 output uses; wasm-opt refuses them unless enabled.
-  tools/node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
-    --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types "$built" -o "$artifact.tmp"
-  mv "$artifact.tmp" "$artifact"
+  scripts/wasm-opt.sh "$built" "$artifact"
 fi
