@@ -125,8 +125,8 @@ fn decode_segment(piece: &[u8]) -> Result<String, PathError> {
                 out.push(char::from(decoded));
             } else {
                 out.push('%');
-                out.push(char::from(HEX_UPPER[usize::from(h)]));
-                out.push(char::from(HEX_UPPER[usize::from(l)]));
+                push_hex_digit(&mut out, h);
+                push_hex_digit(&mut out, l);
             }
         } else if byte <= b' ' || byte >= 0x7f || byte == b'\\' || byte == b'#' {
             return Err(PathError::ForbiddenByte);
@@ -174,7 +174,11 @@ fn decodes_to_utf8(path: &[u8]) -> bool {
     std::str::from_utf8(&decoded).is_ok()
 }
 
-const HEX_UPPER: [u8; 16] = *b"0123456789ABCDEF";
+fn push_hex_digit(out: &mut String, nibble: u8) {
+    if let Some(digit) = char::from_digit(u32::from(nibble), 16) {
+        out.push(digit.to_ascii_uppercase());
+    }
+}
 
 fn hex_value(byte: u8) -> Option<u8> {
     char::from(byte).to_digit(16).and_then(|d| u8::try_from(d).ok())
