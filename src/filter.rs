@@ -255,6 +255,7 @@ impl Plugin {
     fn forget(&self, context_id: u32) {
         for request in self.take_paused(|p| p.context_id == context_id) {
             if let (Waiting::OnCall { slot: Some(slot), .. }, Some(now_ms)) = (request.waiting, now_millis()) {
+                debug!("a request went away during its introspection call: slot {slot} released");
                 self.in_flight.finish(&HostSharedData, slot, &request.token_hash, false, now_ms);
             }
         }

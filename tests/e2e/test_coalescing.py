@@ -166,3 +166,28 @@ def test_calls_past_max_in_flight_get_503(envoy_factory, issuer):
     assert envoy.metric("denied.overloaded") == 2
     # Once the calls are done, there is room again.
     assert_ok_from_upstream(envoy.get("/api/private", token=tokens[2]))
+
+
+def test_waiters_call_themselves_when_the_leader_goes_away(coalescing_envoy, issuer, api):
+    # The leader's client gives up after 0.3 s, while the issuer takes 0.8 s: Envoy resets the
+    # leader's stream, the filter frees its slot, and one waiter makes the call instead.
+    token = issuer.token("reader-opaque")
+    before = issuer.introspections()
+    log_start = len(coalescing_envoy.process.output())
+    set_issuer_delay(issuer, 800)
+    try:
+        leader = threading.Thread(target=lambda: pytest.raises(OSError, http_request, coalescing_envoy.port,
+                                                               "/api/private", headers={
+                                                                   "Authorization": f"Bearer {token}"}, timeout=0.3))
+        leader.start()
+        wait_for(lambda: issuer.introspections() == before + 1, 5, "the leader's call")
+        results = send_together(coalescing_envoy.port, "/api/private", [token] * 8)
+        leader.join(timeout=10)
+    finally:
+        set_issuer_delay(issuer, 0)
+    for resp in results:
+        assert_ok_from_upstream(resp)
+    # The abandoned call, then one by a waiter; never one per waiter.
+    assert issuer.introspections() == before + 2
+    # The waiters did not sit out the stale limit: the leader's slot was released at once.
+    assert "introspection call: slot" in coalescing_envoy.process.output()[log_start:]
