@@ -117,7 +117,7 @@ impl RootContext for FilterRoot {
 }
 
 impl Plugin {
-    /// Answers a request whose token has no cached verdict: lead, wait, or 503.
+    /// Answers a request whose token has no cached verdict at `now_ms`: lead, wait, or 503.
     /// Acts on the current (effective) context, which must be `context_id`'s.
     fn resolve_miss(
         &self,
@@ -126,10 +126,8 @@ impl Plugin {
         token_hash: TokenHash,
         access: Access,
         attempts: u8,
+        now_ms: u64,
     ) -> Action {
-        let (Some(now), Some(now_ms)) = (now_secs(), now_millis()) else {
-            return self.fail(IssuerError::Clock);
-        };
         let waiting = match self.in_flight.claim(&HostSharedData, &token_hash, now_ms) {
             Claim::Full => {
                 warn!("{} introspection calls in flight: refusing more", self.config.introspection.max_in_flight);
@@ -140,7 +138,7 @@ impl Plugin {
                 let _ = hostcalls::set_tick_period(WAITER_TICK);
                 Waiting::OnLeader { slot, deadline_ms: now_ms.saturating_add(self.in_flight.wait_limit_ms()) }
             }
-            Claim::Lead { slot } => match self.dispatch(&token, now) {
+            Claim::Lead { slot } => match self.dispatch(&token, now_ms / 1000) {
                 Ok(call_id) => Waiting::OnCall { call_id, slot },
                 Err(err) => {
                     if let Some(slot) = slot {
@@ -187,11 +185,12 @@ impl Plugin {
             paused.swap_remove(at)
         };
         // Read the answer while the calling context is still the effective one.
-        let outcome = match (now_secs(), now_millis()) {
-            (Some(now), Some(_)) => self.issuer_verdict(num_headers, body_size, now),
-            _ => Err(IssuerError::Clock),
+        let now_ms = now_millis();
+        let outcome = match now_ms {
+            Some(now_ms) => self.issuer_verdict(num_headers, body_size, now_ms / 1000),
+            None => Err(IssuerError::Clock),
         };
-        let now_ms = now_millis().unwrap_or_default();
+        let now_ms = now_ms.unwrap_or_default();
         if let Ok(verdict) = &outcome {
             let stored = self.cache.store(&HostSharedData, &leader.token_hash, verdict, now_ms / 1000);
             if stored != StoreOutcome::Stored {
@@ -214,18 +213,14 @@ impl Plugin {
     /// On each tick: answer waiters whose leader finished, failed or vanished.
     fn poll_waiters(&self) {
         let Some(now_ms) = now_millis() else { return };
-        let now = now_ms / 1000;
-        let ready = self.take_paused(|p| match p.waiting {
-            Waiting::OnCall { .. } => false,
-            Waiting::OnLeader { slot, deadline_ms } => {
-                now_ms >= deadline_ms
-                    || self.in_flight.leader_state(&HostSharedData, slot, &p.token_hash, now_ms) != LeaderState::Pending
-            }
-        });
-        for request in ready {
-            let Waiting::OnLeader { slot, .. } = request.waiting else { continue };
+        for request in self.take_paused(|p| matches!(p.waiting, Waiting::OnLeader { .. })) {
+            let Waiting::OnLeader { slot, deadline_ms } = request.waiting else { continue };
             let state = self.in_flight.leader_state(&HostSharedData, slot, &request.token_hash, now_ms);
-            let cached = self.cache.lookup(&HostSharedData, &request.token_hash, now);
+            if state == LeaderState::Pending && now_ms < deadline_ms {
+                self.paused.borrow_mut().push(request);
+                continue;
+            }
+            let cached = self.cache.lookup(&HostSharedData, &request.token_hash, now_ms / 1000);
             let context_id = request.context_id;
             match (state, cached) {
                 (LeaderState::Failed, _) => self.answer(context_id, |plugin| plugin.deny(Denial::IssuerUnavailable)),
@@ -241,6 +236,7 @@ impl Plugin {
                         request.token_hash,
                         request.access,
                         request.attempts + 1,
+                        now_ms,
                     )
                 }),
             }
@@ -421,18 +417,18 @@ impl HttpContext for RequestFilter {
             Ok(token) => token,
             Err(err) => return plugin.deny(err.into()),
         };
-        let Some(now) = now_secs() else {
+        let Some(now_ms) = now_millis() else {
             return plugin.fail(IssuerError::Clock);
         };
         let token_hash = TokenHash::of(token);
-        match plugin.cache.lookup(&HostSharedData, &token_hash, now) {
+        match plugin.cache.lookup(&HostSharedData, &token_hash, now_ms / 1000) {
             Some(verdict) => {
                 increment(plugin.metrics.cache_hits);
                 plugin.apply(&Ok(verdict), &access)
             }
             None => {
                 increment(plugin.metrics.cache_misses);
-                plugin.resolve_miss(self.context_id, token.to_string(), token_hash, access, 0)
+                plugin.resolve_miss(self.context_id, token.to_string(), token_hash, access, 0, now_ms)
             }
         }
     }
@@ -492,10 +488,6 @@ fn header_value(value: &str) -> String {
 fn now_millis() -> Option<u64> {
     let since_epoch = hostcalls::get_current_time().ok()?.duration_since(UNIX_EPOCH).ok()?;
     u64::try_from(since_epoch.as_millis()).ok()
-}
-
-fn now_secs() -> Option<u64> {
-    now_millis().map(|ms| ms / 1000)
 }
 
 struct HostSharedData;
