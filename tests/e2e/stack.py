@@ -109,6 +109,32 @@ class Response:
         return f"<{self.status} {self.headers} {self.body[:200]!r}>"
 
 
+def raw_get(port, path, header_lines=()):
+    """A GET written byte for byte: the path unvalidated and header lines as given (repeats
+    allowed), which http.client refuses. Returns once the head and Content-Length body are in,
+    without waiting for Envoy to close the connection."""
+    request = "\r\n".join([f"GET {path} HTTP/1.1", "Host: 127.0.0.1", *header_lines]) + "\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request.encode("latin-1"))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed without a response to {path!r}"
+            data += chunk
+        head, body = data.split(b"\r\n\r\n", 1)
+        status_line, *header_block = head.decode("latin-1").split("\r\n")
+        headers = {name.strip().lower(): value.strip() for name, _, value in
+                   (line.partition(":") for line in header_block)}
+        while len(body) < int(headers.get("content-length", 0)):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    response = Response(int(status_line.split()[1]), headers, body.decode("utf-8", "replace"))
+    RESPONSES.append(f"{port} GET {path!r} {response.status}\n{response.headers}\n{response.body}")
+    return response
+
+
 def http_request(port, path, method="GET", headers=None, body=None, timeout=10, conn=None):
     """One request on a new connection, or on `conn` (kept open: same Envoy worker next time)."""
     own = conn is None

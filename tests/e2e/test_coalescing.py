@@ -1,6 +1,7 @@
 """One introspection call per token per Envoy, however many requests carry it
 at once and on whichever worker; invalid verdicts remembered briefly; a cap on
 calls in flight. Every Envoy here runs --concurrency 2."""
+import contextlib
 import json
 import threading
 import urllib.request
@@ -19,12 +20,21 @@ def set_issuer_delay(issuer, ms):
         assert json.load(resp) == {"introspect_delay_ms": ms}
 
 
+@contextlib.contextmanager
+def issuer_delayed(issuer, ms):
+    """Every introspection answers `ms` late until the block ends."""
+    set_issuer_delay(issuer, ms)
+    try:
+        yield issuer
+    finally:
+        set_issuer_delay(issuer, 0)
+
+
 @pytest.fixture
 def slow_issuer(issuer):
     """Introspection answers 400 ms late, so concurrent requests overlap the call."""
-    set_issuer_delay(issuer, 400)
-    yield issuer
-    set_issuer_delay(issuer, 0)
+    with issuer_delayed(issuer, 400):
+        yield issuer
 
 
 def send_together(port, path, tokens):
@@ -141,8 +151,7 @@ def test_calls_past_max_in_flight_get_503(envoy_factory, issuer):
         "timeout_ms": 5000, "max_in_flight": 2}})
     tokens = [issuer.token("reader-opaque") for _ in range(4)]
     before = issuer.introspections()
-    set_issuer_delay(issuer, 1500)
-    try:
+    with issuer_delayed(issuer, 1500):
         results = [None, None]
 
         def first_two(i):
@@ -158,8 +167,6 @@ def test_calls_past_max_in_flight_get_503(envoy_factory, issuer):
                                    "error_description": "too many token checks under way, try again later"}
         for thread in threads:
             thread.join(timeout=10)
-    finally:
-        set_issuer_delay(issuer, 0)
     for resp in results:
         assert_ok_from_upstream(resp)
     assert issuer.introspections() == before + 2
@@ -174,17 +181,23 @@ def test_waiters_call_themselves_when_the_leader_goes_away(coalescing_envoy, iss
     token = issuer.token("reader-opaque")
     before = issuer.introspections()
     log_start = len(coalescing_envoy.process.output())
-    set_issuer_delay(issuer, 800)
-    try:
-        leader = threading.Thread(target=lambda: pytest.raises(OSError, http_request, coalescing_envoy.port,
-                                                               "/api/private", headers={
-                                                                   "Authorization": f"Bearer {token}"}, timeout=0.3))
+    leader_outcome = []
+
+    def impatient_leader():
+        try:
+            http_request(coalescing_envoy.port, "/api/private", headers={"Authorization": f"Bearer {token}"},
+                         timeout=0.3)
+            leader_outcome.append("answered")
+        except OSError:
+            leader_outcome.append("gave up")
+
+    with issuer_delayed(issuer, 800):
+        leader = threading.Thread(target=impatient_leader)
         leader.start()
         wait_for(lambda: issuer.introspections() == before + 1, 5, "the leader's call")
         results = send_together(coalescing_envoy.port, "/api/private", [token] * 8)
         leader.join(timeout=10)
-    finally:
-        set_issuer_delay(issuer, 0)
+    assert leader_outcome == ["gave up"]
     for resp in results:
         assert_ok_from_upstream(resp)
     # The abandoned call, then one by a waiter; never one per waiter.

@@ -3,11 +3,10 @@ public route or around one. Run against two Envoys: the shipped config (Envoy
 normalizes paths first) and one with Envoy's normalization switched off, where
 the filter's own canonicalization is the only defence. None may reach the
 upstream without a verdict that allows it."""
-import socket
-
 import pytest
 import yaml
 
+from stack import raw_get
 from test_filter_in_envoy import assert_ok_from_upstream
 
 # Aimed at routes any valid token may use (/api/private, /protected): sent without a token.
@@ -41,23 +40,6 @@ RESOLVED_TO_ROLE_ROUTE = ["/api/./private-scoped", "/api//private-scoped", "/api
                           "/api/private-scope%64", "/api/private-scoped/"]
 
 
-def raw_get(port, path, token=None):
-    """Sends the path byte for byte (http.client refuses some of these spellings);
-    returns the status once the response head is in."""
-    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1"]
-    if token:
-        lines.append(f"Authorization: Bearer {token}")
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        head = b""
-        while b"\r\n" not in head:
-            chunk = sock.recv(4096)
-            assert chunk, f"connection closed without a response for {path!r}"
-            head += chunk
-    return int(head.split(b"\r\n", 1)[0].split()[1])
-
-
 def without_path_normalization(text, _envoy):
     config = yaml.safe_load(text)
     for listener in config["static_resources"]["listeners"]:
@@ -85,7 +67,7 @@ def test_corpus_is_large_enough():
 @pytest.mark.parametrize("path", TO_AUTHENTICATED)
 def test_no_spelling_reaches_a_protected_route_without_a_token(any_envoy, api, path):
     before = upstream_total(api)
-    status = raw_get(any_envoy.port, path)
+    status = raw_get(any_envoy.port, path).status
     assert status in (400, 401, 403, 404), (path, status)
     assert upstream_total(api) == before, path
 
@@ -93,7 +75,7 @@ def test_no_spelling_reaches_a_protected_route_without_a_token(any_envoy, api, p
 @pytest.mark.parametrize("path", TO_ROLE_ROUTE)
 def test_no_spelling_reaches_the_role_route_without_the_role(any_envoy, api, tokens, path):
     before = upstream_total(api)
-    status = raw_get(any_envoy.port, path, token=tokens("plain-opaque"))
+    status = raw_get(any_envoy.port, path, [f"Authorization: Bearer {tokens('plain-opaque')}"]).status
     assert status in (400, 403, 404), (path, status)
     assert upstream_total(api) == before, path
 
