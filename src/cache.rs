@@ -111,7 +111,7 @@ impl VerdictCache {
         now: u64,
     ) -> Option<(u32, Option<u32>)> {
         let [first, second] = self.candidate_slots(hash);
-        // Rank: 0 = take it, else (holds a valid entry, its end).
+        // Rank: (false, 0) = free, stale or this token: take it; else (holds a valid entry, its end).
         let rank = |slot: u32| {
             let (value, cas) = store.get(&self.slot_key(slot));
             let rank = match value.as_deref().and_then(decode_entry) {
