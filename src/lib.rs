@@ -10,6 +10,7 @@ pub mod coalesce;
 pub mod config;
 pub mod filter;
 pub mod introspection;
+pub mod json;
 pub mod path;
 pub mod response;
 pub mod rules;
