@@ -4,6 +4,7 @@
 //! Every decision lives in plain Rust modules that host tests cover;
 //! `filter` is the thin layer that talks to the proxy-wasm host.
 
+pub mod authority;
 pub mod cache;
 pub mod client_auth;
 pub mod coalesce;
