@@ -7,11 +7,16 @@
 //! `slots × (max_entry_bytes + ~130 bytes of key and Envoy overhead)`.
 //!
 //! A valid verdict never outlives the token's `exp` or `max_ttl_secs`. An
-//! invalid one (inactive, expired, wrong audience...) is kept for the short
+//! invalid one (inactive, expired, another issuer's...) is kept for the short
 //! `negative_ttl_secs`, so a replayed bad token does not reach the issuer each
 //! time; it never displaces a live valid entry, so a flood of bad tokens cannot
-//! push good ones out. Route requirements (roles) are checked by the caller on
-//! every hit; the cache only answers "who is this token, if anyone".
+//! push good ones out. An API's own requirements (audiences, roles) are
+//! checked by the caller on every hit; the cache only answers "who is this
+//! token, according to this issuer, if anyone".
+//!
+//! Entries are keyed by issuer and token (see `TokenHash`), and each records
+//! the fingerprint of its issuer's configuration: what one issuer said never
+//! answers for another, and what an older configuration kept is not trusted.
 
 use crate::introspection::{Identity, Rejection, Verdict};
 use crate::token::TokenHash;
@@ -33,17 +38,17 @@ pub struct CacheSettings {
     /// How long an invalid verdict is kept; 0 keeps none.
     pub negative_ttl_secs: u64,
     pub max_entry_bytes: usize,
-    /// Identifies the configuration that produced a verdict (issuer,
-    /// audiences, role claims): an entry written under another configuration
-    /// is ignored rather than trusted.
-    pub fingerprint: u64,
 }
 
+/// The cache of one plugin instance. Its keys start with a namespace of its
+/// own, because shared data is per VM id and every plugin on the VM sees it.
 pub struct VerdictCache {
     settings: CacheSettings,
+    key_prefix: String,
+    /// The fingerprints of the configured issuers: an entry under any other
+    /// was written by an older configuration and counts as free.
+    live_fingerprints: Vec<u64>,
 }
-
-const SLOT_KEY_PREFIX: &str = "oauth_introspection.v1.slot.";
 
 /// What `store` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,21 +64,29 @@ pub enum StoreOutcome {
 }
 
 impl VerdictCache {
-    pub fn new(settings: CacheSettings) -> Self {
-        VerdictCache { settings }
+    pub fn new(settings: CacheSettings, namespace: &str, live_fingerprints: Vec<u64>) -> Self {
+        VerdictCache { settings, key_prefix: format!("oauth_introspection.v3.{namespace}.slot."), live_fingerprints }
     }
 
-    /// The cached verdict for this token, if a live entry exists.
-    pub fn lookup(&self, store: &impl SharedData, hash: &TokenHash, now: u64) -> Option<Verdict> {
+    /// The cached verdict for this issuer's token (`hash`), if a live entry
+    /// written under the issuer's `fingerprint` exists.
+    pub fn lookup(&self, store: &impl SharedData, hash: &TokenHash, fingerprint: u64, now: u64) -> Option<Verdict> {
         self.candidate_slots(hash).into_iter().find_map(|slot| {
             let (value, _) = store.get(&self.slot_key(slot));
             let entry = decode_entry(&value?)?;
-            (entry.fingerprint == self.settings.fingerprint && entry.token == *hash && entry.valid_until > now)
+            (entry.fingerprint == fingerprint && entry.token == *hash && entry.valid_until > now)
                 .then_some(entry.verdict)
         })
     }
 
-    pub fn store(&self, store: &impl SharedData, hash: &TokenHash, verdict: &Verdict, now: u64) -> StoreOutcome {
+    pub fn store(
+        &self,
+        store: &impl SharedData,
+        hash: &TokenHash,
+        fingerprint: u64,
+        verdict: &Verdict,
+        now: u64,
+    ) -> StoreOutcome {
         let valid_until = match verdict {
             Verdict::Valid(identity) => {
                 let max_until = now.saturating_add(self.settings.max_ttl_secs);
@@ -84,8 +97,7 @@ impl VerdictCache {
         if valid_until <= now {
             return StoreOutcome::NotCacheable;
         }
-        let entry =
-            CacheEntry { fingerprint: self.settings.fingerprint, token: *hash, valid_until, verdict: verdict.clone() };
+        let entry = CacheEntry { fingerprint, token: *hash, valid_until, verdict: verdict.clone() };
         let Some(bytes) = encode_entry(&entry).filter(|bytes| bytes.len() <= self.settings.max_entry_bytes) else {
             return StoreOutcome::NotCacheable;
         };
@@ -115,7 +127,9 @@ impl VerdictCache {
         let rank = |slot: u32| {
             let (value, cas) = store.get(&self.slot_key(slot));
             let rank = match value.as_deref().and_then(decode_entry) {
-                Some(e) if e.token != *hash && e.fingerprint == self.settings.fingerprint && e.valid_until > now => {
+                Some(e)
+                    if e.token != *hash && self.live_fingerprints.contains(&e.fingerprint) && e.valid_until > now =>
+                {
                     (matches!(e.verdict, Verdict::Valid(_)), e.valid_until)
                 }
                 _ => (false, 0),
@@ -135,39 +149,40 @@ impl VerdictCache {
     }
 
     fn slot_key(&self, slot: u32) -> String {
-        format!("{SLOT_KEY_PREFIX}{slot}")
+        format!("{}{slot}", self.key_prefix)
     }
 }
 
 /// One slot's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheEntry {
+    /// The fingerprint of the issuer (and its configuration) that gave the verdict.
     pub fingerprint: u64,
+    /// The issuer and token the verdict is about.
     pub token: TokenHash,
     /// The entry is used only while `now < valid_until`.
     pub valid_until: u64,
     pub verdict: Verdict,
 }
 
-const ENTRY_VERSION: u8 = 2;
+const ENTRY_VERSION: u8 = 3;
 
 const KIND_VALID: u8 = 0;
-const REJECTIONS: [(u8, Rejection); 5] = [
-    (1, Rejection::Inactive),
-    (2, Rejection::Expired),
-    (3, Rejection::NotYetValid),
-    (4, Rejection::WrongAudience),
-    (5, Rejection::WrongIssuer),
-];
+/// The rejections an issuer's answer gives, and so the only ones cached.
+const REJECTIONS: [(u8, Rejection); 4] =
+    [(1, Rejection::Inactive), (2, Rejection::Expired), (3, Rejection::NotYetValid), (5, Rejection::WrongIssuer)];
 
 /// Binary layout: version u8, fingerprint u64, token hash [32], valid_until
 /// u64, kind u8 (0 = valid, else the rejection). A valid entry goes on with
-/// exp u64 (0 = none), subject, client id, role count (u16) and roles, each
-/// string as a u16 length and UTF-8 bytes. Integers big-endian.
-/// `None` when a string or the role list is too long for its length field:
-/// such an identity is used but not cached, never cached in a shortened form.
+/// exp u64 (0 = none), subject, client id, the audience list, the number of
+/// role lists (u16) and each list, the number of claims (u16) and each claim
+/// as a u8 (0 = absent, 1 = present) and, if present, its string. A string is
+/// a u16 length and UTF-8 bytes, a list a u16 count and its strings.
+/// Integers big-endian. `None` when a string or list is too long for its
+/// length field: such an identity is used but not cached, never cached in a
+/// shortened form.
 pub fn encode_entry(entry: &CacheEntry) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(128);
+    let mut out = Vec::with_capacity(192);
     out.push(ENTRY_VERSION);
     out.extend_from_slice(&entry.fingerprint.to_be_bytes());
     out.extend_from_slice(&entry.token.0);
@@ -183,17 +198,38 @@ pub fn encode_entry(entry: &CacheEntry) -> Option<Vec<u8>> {
     out.extend_from_slice(&identity.expires_at.unwrap_or(0).to_be_bytes());
     push_str(&mut out, &identity.subject)?;
     push_str(&mut out, &identity.client_id)?;
-    out.extend_from_slice(&u16::try_from(identity.roles.len()).ok()?.to_be_bytes());
-    for role in &identity.roles {
-        push_str(&mut out, role)?;
+    push_list(&mut out, &identity.audiences)?;
+    push_len(&mut out, identity.roles.len())?;
+    for roles in &identity.roles {
+        push_list(&mut out, roles)?;
+    }
+    push_len(&mut out, identity.claims.len())?;
+    for claim in &identity.claims {
+        match claim {
+            None => out.push(0),
+            Some(value) => {
+                out.push(1);
+                push_str(&mut out, value)?;
+            }
+        }
     }
     Some(out)
 }
 
+fn push_len(out: &mut Vec<u8>, len: usize) -> Option<()> {
+    out.extend_from_slice(&u16::try_from(len).ok()?.to_be_bytes());
+    Some(())
+}
+
 fn push_str(out: &mut Vec<u8>, value: &str) -> Option<()> {
-    out.extend_from_slice(&u16::try_from(value.len()).ok()?.to_be_bytes());
+    push_len(out, value.len())?;
     out.extend_from_slice(value.as_bytes());
     Some(())
+}
+
+fn push_list(out: &mut Vec<u8>, values: &[String]) -> Option<()> {
+    push_len(out, values.len())?;
+    values.iter().try_for_each(|value| push_str(out, value))
 }
 
 /// Decodes a slot; `None` for anything malformed (another version, a
@@ -231,19 +267,42 @@ impl Reader<'_> {
         let exp = u64::from_be_bytes(self.take()?);
         let subject = self.string()?;
         let client_id = self.string()?;
-        let count = u16::from_be_bytes(self.take()?);
-        let mut roles = Vec::with_capacity(usize::from(count).min(64));
-        for _ in 0..count {
-            roles.push(self.string()?);
+        let audiences = self.list()?;
+        let groups = self.len()?;
+        let mut roles = Vec::with_capacity(groups.min(16));
+        for _ in 0..groups {
+            roles.push(self.list()?);
         }
-        Some(Identity { subject, client_id, roles, expires_at: (exp != 0).then_some(exp) })
+        let count = self.len()?;
+        let mut claims = Vec::with_capacity(count.min(32));
+        for _ in 0..count {
+            claims.push(match self.take::<1>()? {
+                [0] => None,
+                [1] => Some(self.string()?),
+                _ => return None,
+            });
+        }
+        Some(Identity { subject, client_id, audiences, roles, claims, expires_at: (exp != 0).then_some(exp) })
+    }
+
+    fn len(&mut self) -> Option<usize> {
+        Some(usize::from(u16::from_be_bytes(self.take()?)))
     }
 
     fn string(&mut self) -> Option<String> {
-        let len = usize::from(u16::from_be_bytes(self.take()?));
+        let len = self.len()?;
         let (head, rest) = self.0.split_at_checked(len)?;
         self.0 = rest;
         String::from_utf8(head.to_vec()).ok()
+    }
+
+    fn list(&mut self) -> Option<Vec<String>> {
+        let count = self.len()?;
+        let mut items = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            items.push(self.string()?);
+        }
+        Some(items)
     }
 }
 
@@ -278,11 +337,15 @@ pub(crate) mod tests {
         }
     }
 
+    const FP: u64 = 7;
+
     fn identity(exp: Option<u64>) -> Identity {
         Identity {
             subject: "user-1".into(),
             client_id: "client-1".into(),
-            roles: vec!["read:messages".into(), "admin".into()],
+            audiences: vec!["300000000000000001".into()],
+            roles: vec![vec!["read:messages".into(), "admin".into()], vec![]],
+            claims: vec![Some("org-1".into()), None],
             expires_at: exp,
         }
     }
@@ -291,17 +354,21 @@ pub(crate) mod tests {
         Verdict::Valid(identity(exp))
     }
 
+    fn token(name: &str) -> TokenHash {
+        TokenHash::of("https://issuer.example", name)
+    }
+
     fn settings(slots: u32) -> CacheSettings {
-        CacheSettings { slots, max_ttl_secs: 300, negative_ttl_secs: 10, max_entry_bytes: 1024, fingerprint: 7 }
+        CacheSettings { slots, max_ttl_secs: 300, negative_ttl_secs: 10, max_entry_bytes: 1024 }
     }
 
     fn cache(slots: u32) -> VerdictCache {
-        VerdictCache::new(settings(slots))
+        VerdictCache::new(settings(slots), "test", vec![FP])
     }
 
     #[test]
     fn entry_round_trips() {
-        let entry = CacheEntry { fingerprint: 9, token: TokenHash::of("t"), valid_until: 42, verdict: valid(Some(50)) };
+        let entry = CacheEntry { fingerprint: 9, token: token("t"), valid_until: 42, verdict: valid(Some(50)) };
         assert_eq!(decode_entry(&encode_entry(&entry).unwrap()), Some(entry.clone()));
         let no_exp = CacheEntry { verdict: valid(None), ..entry.clone() };
         assert_eq!(decode_entry(&encode_entry(&no_exp).unwrap()), Some(no_exp));
@@ -314,9 +381,19 @@ pub(crate) mod tests {
         }
     }
 
+    /// Audience and trust are each API's own decision, never cached.
+    #[test]
+    fn api_level_rejections_are_not_cacheable() {
+        for rejection in [Rejection::WrongAudience, Rejection::UntrustedIssuer, Rejection::NoIssuer] {
+            let entry =
+                CacheEntry { fingerprint: 9, token: token("t"), valid_until: 42, verdict: Verdict::Invalid(rejection) };
+            assert_eq!(encode_entry(&entry), None, "{rejection:?}");
+        }
+    }
+
     #[test]
     fn every_truncation_or_extension_is_refused() {
-        let entry = CacheEntry { fingerprint: 9, token: TokenHash::of("t"), valid_until: 42, verdict: valid(Some(50)) };
+        let entry = CacheEntry { fingerprint: 9, token: token("t"), valid_until: 42, verdict: valid(Some(50)) };
         let bytes = encode_entry(&entry).unwrap();
         for len in 0..bytes.len() {
             assert_eq!(decode_entry(&bytes[..len]), None, "truncated to {len}");
@@ -325,7 +402,7 @@ pub(crate) mod tests {
         longer.push(0);
         assert_eq!(decode_entry(&longer), None);
         let mut other_version = bytes;
-        other_version[0] = 1;
+        other_version[0] = 2;
         assert_eq!(decode_entry(&other_version), None);
     }
 
@@ -333,55 +410,89 @@ pub(crate) mod tests {
     fn hit_after_store_and_miss_for_other_tokens() {
         let store = MemoryStore::default();
         let cache = cache(64);
-        let token = TokenHash::of("token-a");
-        assert_eq!(cache.lookup(&store, &token, 1000), None);
-        assert_eq!(cache.store(&store, &token, &valid(Some(5000)), 1000), StoreOutcome::Stored);
-        assert_eq!(cache.lookup(&store, &token, 1001), Some(valid(Some(5000))));
-        assert_eq!(cache.lookup(&store, &TokenHash::of("token-b"), 1001), None);
+        assert_eq!(cache.lookup(&store, &token("a"), FP, 1000), None);
+        assert_eq!(cache.store(&store, &token("a"), FP, &valid(Some(5000)), 1000), StoreOutcome::Stored);
+        assert_eq!(cache.lookup(&store, &token("a"), FP, 1001), Some(valid(Some(5000))));
+        assert_eq!(cache.lookup(&store, &token("b"), FP, 1001), None);
+    }
+
+    #[test]
+    fn one_issuers_verdict_never_answers_for_another() {
+        let store = MemoryStore::default();
+        let cache = VerdictCache::new(settings(64), "test", vec![FP, FP + 1]);
+        let at_a = TokenHash::of("https://a.example", "same-token");
+        let at_b = TokenHash::of("https://b.example", "same-token");
+        cache.store(&store, &at_a, FP, &valid(Some(5000)), 1000);
+        assert_eq!(cache.lookup(&store, &at_b, FP, 1001), None);
+        assert_eq!(cache.lookup(&store, &at_b, FP + 1, 1001), None);
+        // And the right key under another issuer's fingerprint does not count either.
+        assert_eq!(cache.lookup(&store, &at_a, FP + 1, 1001), None);
+    }
+
+    #[test]
+    fn namespaces_keep_two_plugins_apart() {
+        let store = MemoryStore::default();
+        let one = VerdictCache::new(settings(64), "one", vec![FP]);
+        let two = VerdictCache::new(settings(64), "two", vec![FP]);
+        one.store(&store, &token("t"), FP, &valid(Some(5000)), 1000);
+        assert!(one.lookup(&store, &token("t"), FP, 1001).is_some());
+        assert_eq!(two.lookup(&store, &token("t"), FP, 1001), None);
+        assert!(store.0.borrow().keys().all(|key| key.starts_with("oauth_introspection.v3.one.slot.")));
     }
 
     #[test]
     fn entry_lives_until_min_of_max_ttl_and_exp() {
         let store = MemoryStore::default();
         let cache = cache(64);
-        let long = TokenHash::of("long");
-        cache.store(&store, &long, &valid(Some(100_000)), 1000);
-        assert!(cache.lookup(&store, &long, 1299).is_some());
-        assert!(cache.lookup(&store, &long, 1300).is_none());
+        cache.store(&store, &token("long"), FP, &valid(Some(100_000)), 1000);
+        assert!(cache.lookup(&store, &token("long"), FP, 1299).is_some());
+        assert!(cache.lookup(&store, &token("long"), FP, 1300).is_none());
 
-        let short = TokenHash::of("short");
-        cache.store(&store, &short, &valid(Some(1010)), 1000);
-        assert!(cache.lookup(&store, &short, 1009).is_some());
-        assert!(cache.lookup(&store, &short, 1010).is_none());
+        cache.store(&store, &token("short"), FP, &valid(Some(1010)), 1000);
+        assert!(cache.lookup(&store, &token("short"), FP, 1009).is_some());
+        assert!(cache.lookup(&store, &token("short"), FP, 1010).is_none());
 
-        assert_eq!(cache.store(&store, &TokenHash::of("x"), &valid(Some(1000)), 1000), StoreOutcome::NotCacheable);
+        assert_eq!(cache.store(&store, &token("x"), FP, &valid(Some(1000)), 1000), StoreOutcome::NotCacheable);
     }
 
     #[test]
     fn invalid_verdicts_live_for_the_negative_ttl() {
         let store = MemoryStore::default();
-        let token = TokenHash::of("revoked");
         let inactive = Verdict::Invalid(Rejection::Inactive);
-        assert_eq!(cache(64).store(&store, &token, &inactive, 1000), StoreOutcome::Stored);
-        assert_eq!(cache(64).lookup(&store, &token, 1009), Some(inactive.clone()));
-        assert_eq!(cache(64).lookup(&store, &token, 1010), None);
-        let off = VerdictCache::new(CacheSettings { negative_ttl_secs: 0, ..settings(64) });
-        assert_eq!(off.store(&store, &TokenHash::of("other"), &inactive, 1000), StoreOutcome::NotCacheable);
+        assert_eq!(cache(64).store(&store, &token("revoked"), FP, &inactive, 1000), StoreOutcome::Stored);
+        assert_eq!(cache(64).lookup(&store, &token("revoked"), FP, 1009), Some(inactive.clone()));
+        assert_eq!(cache(64).lookup(&store, &token("revoked"), FP, 1010), None);
+        let off = VerdictCache::new(CacheSettings { negative_ttl_secs: 0, ..settings(64) }, "test", vec![FP]);
+        assert_eq!(off.store(&store, &token("other"), FP, &inactive, 1000), StoreOutcome::NotCacheable);
     }
 
     #[test]
     fn invalid_verdicts_never_displace_live_valid_ones() {
         let store = MemoryStore::default();
         let cache = cache(1);
-        let good = TokenHash::of("good");
-        cache.store(&store, &good, &valid(Some(5000)), 1000);
+        cache.store(&store, &token("good"), FP, &valid(Some(5000)), 1000);
         let bad = Verdict::Invalid(Rejection::Inactive);
         for i in 0..100 {
-            assert_eq!(cache.store(&store, &TokenHash::of(&format!("bad-{i}")), &bad, 1000), StoreOutcome::NoRoom);
+            assert_eq!(cache.store(&store, &token(&format!("bad-{i}")), FP, &bad, 1000), StoreOutcome::NoRoom);
         }
-        assert_eq!(cache.lookup(&store, &good, 1001), Some(valid(Some(5000))));
+        assert_eq!(cache.lookup(&store, &token("good"), FP, 1001), Some(valid(Some(5000))));
         // Once the valid entry has ended, the slot is free for anything.
-        assert_eq!(cache.store(&store, &TokenHash::of("bad-0"), &bad, 5000), StoreOutcome::Stored);
+        assert_eq!(cache.store(&store, &token("bad-0"), FP, &bad, 5000), StoreOutcome::Stored);
+    }
+
+    /// Another issuer's live entry is as live as one's own: a flood of bad
+    /// tokens at one issuer cannot push out another issuer's valid verdicts.
+    #[test]
+    fn invalid_verdicts_never_displace_another_issuers_valid_ones() {
+        let store = MemoryStore::default();
+        let cache = VerdictCache::new(settings(1), "test", vec![FP, FP + 1]);
+        cache.store(&store, &TokenHash::of("https://a.example", "good"), FP, &valid(Some(5000)), 1000);
+        let bad = Verdict::Invalid(Rejection::Inactive);
+        let other = TokenHash::of("https://b.example", "bad");
+        assert_eq!(cache.store(&store, &other, FP + 1, &bad, 1000), StoreOutcome::NoRoom);
+        // An entry under a fingerprint no configured issuer has is stale: free.
+        let newer = VerdictCache::new(settings(1), "test", vec![FP + 1]);
+        assert_eq!(newer.store(&store, &other, FP + 1, &bad, 1000), StoreOutcome::Stored);
     }
 
     #[test]
@@ -389,18 +500,16 @@ pub(crate) mod tests {
         let store = MemoryStore::default();
         let cache = cache(64);
         let mut big = identity(Some(5000));
-        big.roles = (0..200).map(|i| format!("role-{i}")).collect();
-        assert_eq!(cache.store(&store, &TokenHash::of("big"), &Verdict::Valid(big), 1000), StoreOutcome::NotCacheable);
+        big.roles = vec![(0..200).map(|i| format!("role-{i}")).collect()];
+        assert_eq!(cache.store(&store, &token("big"), FP, &Verdict::Valid(big), 1000), StoreOutcome::NotCacheable);
         assert!(store.0.borrow().is_empty());
     }
 
     #[test]
     fn entries_from_another_configuration_are_ignored() {
         let store = MemoryStore::default();
-        let token = TokenHash::of("token");
-        cache(64).store(&store, &token, &valid(Some(5000)), 1000);
-        let other = VerdictCache::new(CacheSettings { fingerprint: 8, ..settings(64) });
-        assert_eq!(other.lookup(&store, &token, 1001), None);
+        cache(64).store(&store, &token("token"), FP, &valid(Some(5000)), 1000);
+        assert_eq!(cache(64).lookup(&store, &token("token"), FP + 1, 1001), None);
     }
 
     #[test]
@@ -408,22 +517,22 @@ pub(crate) mod tests {
         let store = MemoryStore::default();
         let cache = cache(16);
         for i in 0..1000 {
-            cache.store(&store, &TokenHash::of(&format!("token-{i}")), &valid(Some(5000)), 1000);
+            cache.store(&store, &token(&format!("token-{i}")), FP, &valid(Some(5000)), 1000);
         }
         assert!(store.0.borrow().len() <= 16);
         // The most recent token is always findable: it was just written.
-        assert!(cache.lookup(&store, &TokenHash::of("token-999"), 1001).is_some());
+        assert!(cache.lookup(&store, &token("token-999"), FP, 1001).is_some());
     }
 
     #[test]
     fn two_choice_keeps_more_than_direct_mapping_would() {
         let store = MemoryStore::default();
         let cache = cache(1024);
-        let tokens: Vec<TokenHash> = (0..512).map(|i| TokenHash::of(&format!("t{i}"))).collect();
+        let tokens: Vec<TokenHash> = (0..512).map(|i| token(&format!("t{i}"))).collect();
         for (i, token) in tokens.iter().enumerate() {
-            cache.store(&store, token, &valid(Some(5000 + i as u64)), 1000);
+            cache.store(&store, token, FP, &valid(Some(5000 + i as u64)), 1000);
         }
-        let hits = tokens.iter().filter(|t| cache.lookup(&store, t, 1001).is_some()).count();
+        let hits = tokens.iter().filter(|t| cache.lookup(&store, t, FP, 1001).is_some()).count();
         // Direct mapping at load 0.5 keeps about 79% (403); two choices keep ~93%.
         assert!(hits >= 460, "only {hits} of 512 kept");
     }
@@ -444,6 +553,6 @@ pub(crate) mod tests {
         }
         let store = RacingStore(MemoryStore::default());
         store.0.set(&cache(1).slot_key(0), b"seed", None);
-        assert_eq!(cache(1).store(&store, &TokenHash::of("t"), &valid(Some(5000)), 1000), StoreOutcome::Raced);
+        assert_eq!(cache(1).store(&store, &token("t"), FP, &valid(Some(5000)), 1000), StoreOutcome::Raced);
     }
 }

@@ -15,10 +15,13 @@ use rsa::pkcs1v15::SigningKey;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::signature::{SignatureEncoding, Signer};
 use rsa::RsaPrivateKey;
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{json, Value};
 use sha2::Sha256;
 
+use crate::config::{ConfigError, EnvLookup, RawClientAuth};
 use crate::introspection::{form_encode_into, ClientProof};
+use crate::json::parse_strict;
 
 /// A fresh assertion is signed once fewer than this many seconds remain.
 pub const RENEW_BEFORE_SECS: u64 = 60;
@@ -53,6 +56,164 @@ impl ClientAuth {
             ClientAuth::PrivateKeyJwt(signer) => signer.signatures.get(),
             ClientAuth::ClientSecretBasic { .. } => 0,
         }
+    }
+}
+
+impl ClientAuth {
+    /// The client authentication configured at `field` (`client_auth`, or
+    /// `issuers.NAME.client_auth`) for the issuer at `issuer`: the key file
+    /// read and its key parsed, or the secret read, now rather than per call.
+    pub(crate) fn from_config(
+        raw: RawClientAuth,
+        field: &str,
+        issuer: &str,
+        env: EnvLookup<'_>,
+    ) -> Result<ClientAuth, ConfigError> {
+        let prefix = field;
+        let at = |member: &str| format!("{prefix}.{member}");
+        let unexpected = |present: bool, member: &str, method: &str| {
+            if present {
+                Err(ConfigError::new(format!("{prefix}.{member}"), format!("does not apply to method {method}")))
+            } else {
+                Ok(())
+            }
+        };
+        match raw.method.as_str() {
+            "private_key_jwt" => {
+                unexpected(raw.client_id.is_some(), "client_id", "private_key_jwt (the key file names the client)")?;
+                unexpected(raw.client_secret.is_some(), "client_secret", "private_key_jwt")?;
+                unexpected(raw.client_secret_env.is_some(), "client_secret_env", "private_key_jwt")?;
+                let (key_field, key_text) = match (raw.key, raw.key_env) {
+                    (Some(_), Some(_)) => {
+                        return Err(ConfigError::new(at("key"), "give either key or key_env, not both"))
+                    }
+                    (None, None) => {
+                        return Err(ConfigError::new(
+                            at("key"),
+                            "private_key_jwt needs key (the ZITADEL key file) or key_env",
+                        ))
+                    }
+                    (Some(Value::String(text)), None) => (at("key"), text),
+                    (Some(object @ Value::Object(_)), None) => (at("key"), object.to_string()),
+                    (Some(_), None) => {
+                        return Err(ConfigError::new(at("key"), "must be the key file's JSON object or its text"))
+                    }
+                    (None, Some(name)) => {
+                        let text = from_env(env, &at("key_env"), &name)?;
+                        (format!("{}.key_env ({name})", prefix), text)
+                    }
+                };
+                let key_file = ApplicationKeyFile::parse(&key_text).ok_or_else(|| {
+                    ConfigError::new(
+                        key_field.clone(),
+                        "is not a ZITADEL key file: expected JSON with type, keyId, key and clientId",
+                    )
+                })?;
+                if key_file.kind != "application" {
+                    return Err(ConfigError::new(
+                        format!("{key_field}.type"),
+                        format!(
+                            "is {:?}; use an API application key (type \"application\"), not a service user key",
+                            key_file.kind
+                        ),
+                    ));
+                }
+                if key_file.key.is_empty() {
+                    return Err(ConfigError::new(format!("{key_field}.key"), "must not be empty"));
+                }
+                if key_file.key_id.is_empty() {
+                    return Err(ConfigError::new(format!("{key_field}.keyId"), "must not be empty"));
+                }
+                if key_file.client_id.is_empty() {
+                    return Err(ConfigError::new(format!("{key_field}.clientId"), "must not be empty"));
+                }
+                if !(120..=3600).contains(&raw.assertion_lifetime_seconds) {
+                    return Err(ConfigError::new(at("assertion_lifetime_seconds"), "must be between 120 and 3600"));
+                }
+                let audience = raw.audience.unwrap_or_else(|| issuer.to_string());
+                if audience.is_empty() {
+                    return Err(ConfigError::new(at("audience"), "must not be empty"));
+                }
+                let signer = AssertionSigner::new(
+                    &key_file.key,
+                    &key_file.key_id,
+                    key_file.client_id,
+                    audience,
+                    raw.assertion_lifetime_seconds,
+                )
+                .map_err(|_| {
+                    ConfigError::new(format!("{key_field}.key"), "is not an RSA private key in PEM (PKCS#1 or PKCS#8)")
+                })?;
+                Ok(ClientAuth::PrivateKeyJwt(Box::new(signer)))
+            }
+            "client_secret_basic" => {
+                unexpected(raw.key.is_some(), "key", "client_secret_basic")?;
+                unexpected(raw.key_env.is_some(), "key_env", "client_secret_basic")?;
+                unexpected(raw.audience.is_some(), "audience", "client_secret_basic")?;
+                let client_id = raw.client_id.filter(|id| !id.is_empty()).ok_or_else(|| {
+                    ConfigError::new(at("client_id"), "client_secret_basic needs the API application's client id")
+                })?;
+                let secret = match (raw.client_secret, raw.client_secret_env) {
+                    (Some(_), Some(_)) => {
+                        return Err(ConfigError::new(
+                            at("client_secret"),
+                            "give either client_secret or client_secret_env, not both",
+                        ))
+                    }
+                    (Some(secret), None) => secret,
+                    (None, Some(name)) => from_env(env, &at("client_secret_env"), &name)?,
+                    (None, None) => {
+                        return Err(ConfigError::new(
+                            at("client_secret"),
+                            "client_secret_basic needs client_secret or client_secret_env",
+                        ))
+                    }
+                };
+                if secret.is_empty() {
+                    return Err(ConfigError::new(at("client_secret"), "must not be empty"));
+                }
+                Ok(ClientAuth::client_secret_basic(&client_id, &secret))
+            }
+            other => Err(ConfigError::new(
+                at("method"),
+                format!("{other:?} is not supported; use \"private_key_jwt\" or \"client_secret_basic\""),
+            )),
+        }
+    }
+}
+
+/// Reads a secret from the VM's environment. The name is checked before it is
+/// echoed in an error: people do paste the secret itself into `*_env` fields.
+fn from_env(env: EnvLookup<'_>, field: &str, name: &str) -> Result<String, ConfigError> {
+    let is_name = (1..=128).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if !is_name {
+        return Err(ConfigError::new(field, "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"));
+    }
+    env(name).ok_or_else(|| {
+        ConfigError::new(
+            field,
+            format!("environment variable {name} is not set in the VM (list it in vm_config.environment_variables.host_env_keys)"),
+        )
+    })
+}
+
+/// ZITADEL's application key file, as downloaded from the console.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct ApplicationKeyFile {
+    #[serde(rename = "type")]
+    kind: String,
+    key_id: String,
+    key: String,
+    client_id: String,
+}
+
+impl ApplicationKeyFile {
+    /// Read strictly: a key file with a repeated member is refused.
+    fn parse(text: &str) -> Option<Self> {
+        serde_json::from_value(parse_strict(text.as_bytes()).ok()?).ok()
     }
 }
 

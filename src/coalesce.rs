@@ -14,11 +14,14 @@
 //! `max_in_flight + 1` is refused (503) instead of piling onto the issuer. The
 //! count is read without a lock, so two workers racing can overshoot it by one
 //! or two; it bounds load, it is not an exact quota.
+//!
+//! Each issuer has a table of its own (its cap is its own), named by the
+//! plugin's namespace and the issuer: tokens are hashed with their issuer, so
+//! requests wait only for a call to the same issuer about the same token.
 
 use crate::cache::SharedData;
 use crate::token::TokenHash;
 
-const KEY_PREFIX: &str = "oauth_introspection.v1.inflight.";
 const MARKER_VERSION: u8 = 1;
 const MARKER_LEN: usize = 1 + 1 + 32 + 8;
 
@@ -85,14 +88,18 @@ pub enum LeaderState {
 }
 
 pub struct InFlightTable {
+    key_prefix: String,
     slots: u32,
     max_in_flight: u32,
     stale_after_ms: u64,
 }
 
 impl InFlightTable {
-    pub fn new(max_in_flight: u32, call_timeout_ms: u64) -> Self {
+    /// The table of one issuer (`issuer`, its configured name) of the plugin
+    /// instance whose shared-data keys start with `namespace`.
+    pub fn new(namespace: &str, issuer: &str, max_in_flight: u32, call_timeout_ms: u64) -> Self {
         InFlightTable {
+            key_prefix: format!("oauth_introspection.v3.{namespace}.inflight.{issuer}."),
             slots: max_in_flight.saturating_mul(2).max(16),
             max_in_flight,
             stale_after_ms: call_timeout_ms.saturating_add(1000),
@@ -102,7 +109,7 @@ impl InFlightTable {
     /// Creates every slot key that does not exist yet, so later writes can CAS.
     pub fn prepare(&self, store: &impl SharedData) {
         for slot in 0..self.slots {
-            let key = slot_key(slot);
+            let key = self.slot_key(slot);
             if store.get(&key).1.is_none() {
                 store.set(&key, &[], None);
             }
@@ -111,7 +118,7 @@ impl InFlightTable {
 
     pub fn claim(&self, store: &impl SharedData, token: &TokenHash, now_ms: u64) -> Claim {
         let home = self.home_slot(token);
-        let (home_value, home_cas) = store.get(&slot_key(home));
+        let (home_value, home_cas) = store.get(&self.slot_key(home));
         let home_marker = home_value.as_deref().and_then(Marker::decode);
         let home_busy = home_marker.filter(|m| self.is_live(m, now_ms));
         if home_busy.is_some_and(|m| m.token == *token) {
@@ -120,7 +127,7 @@ impl InFlightTable {
         let mut live = u32::from(home_busy.is_some());
         let mut spare = None;
         for slot in (0..self.slots).filter(|&s| s != home) {
-            let (value, cas) = store.get(&slot_key(slot));
+            let (value, cas) = store.get(&self.slot_key(slot));
             match value.as_deref().and_then(Marker::decode) {
                 Some(marker) if self.is_live(&marker, now_ms) => live += 1,
                 _ => {
@@ -133,18 +140,18 @@ impl InFlightTable {
         }
         let mine = Marker { state: State::InFlight, token: *token, at_ms: now_ms }.encode();
         if home_busy.is_none() {
-            if store.set(&slot_key(home), &mine, home_cas) {
+            if store.set(&self.slot_key(home), &mine, home_cas) {
                 return Claim::Lead { slot: Some(home) };
             }
             // Another worker won the home slot: perhaps for this very token.
-            let (value, _) = store.get(&slot_key(home));
+            let (value, _) = store.get(&self.slot_key(home));
             if value.as_deref().and_then(Marker::decode).is_some_and(|m| m.token == *token && self.is_live(&m, now_ms))
             {
                 return Claim::Wait { slot: home };
             }
         }
         match spare {
-            Some((slot, cas)) if store.set(&slot_key(slot), &mine, cas) => Claim::Lead { slot: Some(slot) },
+            Some((slot, cas)) if store.set(&self.slot_key(slot), &mine, cas) => Claim::Lead { slot: Some(slot) },
             _ => Claim::Lead { slot: None },
         }
     }
@@ -152,7 +159,7 @@ impl InFlightTable {
     /// Releases a leader's slot: emptied after a verdict (now in the cache),
     /// or marked failed so that its waiters answer 503 without a call of their own.
     pub fn finish(&self, store: &impl SharedData, slot: u32, token: &TokenHash, failed: bool, now_ms: u64) {
-        let key = slot_key(slot);
+        let key = self.slot_key(slot);
         let (value, cas) = store.get(&key);
         let ours =
             value.as_deref().and_then(Marker::decode).is_some_and(|m| m.token == *token && m.state == State::InFlight);
@@ -167,7 +174,7 @@ impl InFlightTable {
     }
 
     pub fn leader_state(&self, store: &impl SharedData, slot: u32, token: &TokenHash, now_ms: u64) -> LeaderState {
-        let (value, _) = store.get(&slot_key(slot));
+        let (value, _) = store.get(&self.slot_key(slot));
         match value.as_deref().and_then(Marker::decode) {
             Some(m) if m.token == *token && m.state == State::Failed => LeaderState::Failed,
             Some(m) if m.token == *token && self.is_live(&m, now_ms) => LeaderState::Pending,
@@ -184,15 +191,15 @@ impl InFlightTable {
         marker.state == State::InFlight && now_ms.saturating_sub(marker.at_ms) < self.stale_after_ms
     }
 
+    fn slot_key(&self, slot: u32) -> String {
+        format!("{}{slot}", self.key_prefix)
+    }
+
     fn home_slot(&self, token: &TokenHash) -> u32 {
         // The cache uses the first two words of the hash; use the third.
         let [.., a, b, c, d] = token.0;
         u32::from_be_bytes([a, b, c, d]) % self.slots
     }
-}
-
-fn slot_key(slot: u32) -> String {
-    format!("{KEY_PREFIX}{slot}")
 }
 
 #[cfg(test)]
@@ -201,11 +208,26 @@ mod tests {
     use crate::cache::tests::MemoryStore;
 
     fn table(max: u32) -> InFlightTable {
-        InFlightTable::new(max, 1000)
+        InFlightTable::new("test", "main", max, 1000)
     }
 
     fn token(name: &str) -> TokenHash {
-        TokenHash::of(name)
+        TokenHash::of("https://issuer.example", name)
+    }
+
+    #[test]
+    fn each_issuer_has_its_own_keys_and_cap() {
+        let store = MemoryStore::default();
+        let main = table(1);
+        let other = InFlightTable::new("test", "other", 1, 1000);
+        main.prepare(&store);
+        other.prepare(&store);
+        assert_eq!(store.0.borrow().len(), 32);
+        assert!(matches!(main.claim(&store, &token("a"), 10), Claim::Lead { slot: Some(_) }));
+        assert_eq!(main.claim(&store, &token("b"), 10), Claim::Full);
+        // The other issuer's calls are not counted against main's cap.
+        let at_other = TokenHash::of("https://other.example", "a");
+        assert!(matches!(other.claim(&store, &at_other, 10), Claim::Lead { slot: Some(_) }));
     }
 
     #[test]

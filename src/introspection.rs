@@ -1,22 +1,34 @@
 //! The RFC 7662 introspection call: the request the filter sends and the
 //! verdict it draws from the issuer's answer.
+//!
+//! The verdict is the issuer's, not an API's: it is cached per issuer and
+//! token and shared by every API that trusts the issuer. So it keeps what the
+//! APIs need to decide for themselves on every request (which of their
+//! audiences the token names, the roles of each role claim, the claims they
+//! forward) and decides only what holds for all of them: active, not expired,
+//! not before its `nbf`, from this issuer.
 
-use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 
 use serde_json::{Map, Value};
 
+use crate::json::{parse_strict, StrictError};
 use crate::rules::is_role_name;
 
-/// Who a valid token speaks for, as forwarded upstream and kept in the cache.
+/// Who a valid token speaks for, and what the APIs that trust its issuer may
+/// check on it. Kept in the cache; the lists follow [`Extraction`]'s order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// `sub`; empty when the issuer sent none.
+    /// `sub`; empty when the issuer sent none. Control characters removed.
     pub subject: String,
-    /// `client_id`; empty when the issuer sent none.
+    /// `client_id`; empty when the issuer sent none. Control characters removed.
     pub client_id: String,
-    /// Roles gathered from the configured role claims, deduplicated.
-    pub roles: Vec<String>,
+    /// The token's `aud` values that some API of this issuer accepts.
+    pub audiences: Vec<String>,
+    /// For each of [`Extraction::role_claims`], the roles it holds.
+    pub roles: Vec<Vec<String>>,
+    /// For each of [`Extraction::header_claims`], its header value, if it has one.
+    pub claims: Vec<Option<String>>,
     /// Token `exp` (unix seconds); `None` when the issuer sent none.
     pub expires_at: Option<u64>,
 }
@@ -28,7 +40,7 @@ pub enum Verdict {
     Invalid(Rejection),
 }
 
-/// Why a token the issuer answered for is refused (answered with 401).
+/// Why a token is refused (answered with 401).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
     /// `active: false`: unknown, revoked, expired at the issuer, or not for us.
@@ -37,10 +49,14 @@ pub enum Rejection {
     Expired,
     /// `nbf` is in the future (beyond the allowed clock skew).
     NotYetValid,
-    /// `aud` holds none of the configured audiences.
-    WrongAudience,
-    /// `iss` is not the configured issuer.
+    /// `iss` in the answer is not the issuer that was asked.
     WrongIssuer,
+    /// `aud` holds none of the API's audiences.
+    WrongAudience,
+    /// A JWT whose `iss` is none of the issuers the API trusts (no call is made).
+    UntrustedIssuer,
+    /// A JWT whose payload names no issuer (no call is made).
+    NoIssuer,
 }
 
 impl Rejection {
@@ -50,8 +66,10 @@ impl Rejection {
             Rejection::Inactive => "token is not active",
             Rejection::Expired => "token has expired",
             Rejection::NotYetValid => "token is not yet valid",
-            Rejection::WrongAudience => "token is not meant for this API",
             Rejection::WrongIssuer => "token is from another issuer",
+            Rejection::WrongAudience => "token is not meant for this API",
+            Rejection::UntrustedIssuer => "token is from an issuer this API does not trust",
+            Rejection::NoIssuer => "token does not name its issuer",
         }
     }
 }
@@ -80,6 +98,8 @@ pub enum IssuerError {
     TooLarge,
     /// Not a JSON object.
     NotJson,
+    /// A member appears twice: the answer could be read two ways.
+    Ambiguous,
     /// A member has the wrong type (e.g. `"active": "true"`).
     BadMember(&'static str),
 }
@@ -100,6 +120,7 @@ impl fmt::Display for IssuerError {
             IssuerError::ContentType => f.write_str("the issuer's answer is not application/json"),
             IssuerError::TooLarge => f.write_str("the issuer's answer is larger than allowed"),
             IssuerError::NotJson => f.write_str("the issuer's answer is not a JSON object"),
+            IssuerError::Ambiguous => f.write_str("the issuer's answer repeats a member name"),
             IssuerError::BadMember(name) => {
                 write!(f, "the issuer's answer has an invalid `{name}` member")
             }
@@ -118,15 +139,23 @@ impl IssuerError {
     }
 }
 
-/// What an answer must satisfy for a token to be valid.
-#[derive(Debug, Clone)]
-pub struct Expectations {
+/// What an issuer's answer must satisfy, and what is kept of it: the union of
+/// what the APIs that trust this issuer check and forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extraction {
+    /// The expected `iss`.
     pub issuer: String,
+    /// Every audience some API of this issuer accepts.
     pub audiences: Vec<String>,
     pub role_claims: Vec<String>,
+    /// Claims forwarded as headers by some API of this issuer.
+    pub header_claims: Vec<String>,
     /// Tolerated clock difference for `nbf`, in seconds. `exp` gets none.
     pub clock_skew_secs: u64,
 }
+
+/// Longest claim value forwarded in a header; a longer one is not forwarded.
+pub const MAX_CLAIM_HEADER_BYTES: usize = 4096;
 
 /// How the filter authenticates itself to the introspection endpoint.
 #[derive(Clone)]
@@ -201,7 +230,7 @@ pub struct IssuerResponse<'a> {
 }
 
 /// Draws the verdict from the issuer's answer at time `now` (unix seconds).
-pub fn evaluate(response: IssuerResponse<'_>, expected: &Expectations, now: u64) -> Result<Verdict, IssuerError> {
+pub fn evaluate(response: IssuerResponse<'_>, expected: &Extraction, now: u64) -> Result<Verdict, IssuerError> {
     let status = response.status.ok_or(IssuerError::NoStatus)?;
     if status != 200 {
         return Err(classify_error_status(status, response.body));
@@ -213,7 +242,11 @@ pub fn evaluate(response: IssuerResponse<'_>, expected: &Expectations, now: u64)
     if !is_json {
         return Err(IssuerError::ContentType);
     }
-    let answer: Map<String, Value> = serde_json::from_slice(response.body).map_err(|_| IssuerError::NotJson)?;
+    let answer = match parse_strict(response.body) {
+        Ok(Value::Object(answer)) => answer,
+        Ok(_) | Err(StrictError::Syntax(_)) => return Err(IssuerError::NotJson),
+        Err(StrictError::Duplicate { .. }) => return Err(IssuerError::Ambiguous),
+    };
     verdict_from_answer(&answer, expected, now)
 }
 
@@ -229,7 +262,7 @@ fn classify_error_status(status: u16, body: &[u8]) -> IssuerError {
     }
 }
 
-fn verdict_from_answer(answer: &Map<String, Value>, expected: &Expectations, now: u64) -> Result<Verdict, IssuerError> {
+fn verdict_from_answer(answer: &Map<String, Value>, expected: &Extraction, now: u64) -> Result<Verdict, IssuerError> {
     match answer.get("active") {
         Some(Value::Bool(true)) => {}
         Some(Value::Bool(false)) => return Ok(Verdict::Invalid(Rejection::Inactive)),
@@ -248,17 +281,13 @@ fn verdict_from_answer(answer: &Map<String, Value>, expected: &Expectations, now
             return Ok(Verdict::Invalid(Rejection::WrongIssuer));
         }
     }
-    if !audience_matches(answer.get("aud"), &expected.audiences)? {
-        return Ok(Verdict::Invalid(Rejection::WrongAudience));
-    }
-    let mut roles = Roles::default();
-    for claim in &expected.role_claims {
-        roles.collect(answer.get(claim));
-    }
+    let audiences = known_audiences(answer.get("aud"), &expected.audiences)?;
     Ok(Verdict::Valid(Identity {
-        subject: optional_string(answer, "sub")?.unwrap_or_default().to_owned(),
-        client_id: optional_string(answer, "client_id")?.unwrap_or_default().to_owned(),
-        roles: roles.list,
+        subject: header_text(optional_string(answer, "sub")?.unwrap_or_default()),
+        client_id: header_text(optional_string(answer, "client_id")?.unwrap_or_default()),
+        audiences,
+        roles: expected.role_claims.iter().map(|claim| roles_of(answer.get(claim))).collect(),
+        claims: expected.header_claims.iter().map(|claim| answer.get(claim).and_then(claim_header_value)).collect(),
         expires_at,
     }))
 }
@@ -284,50 +313,83 @@ fn optional_string<'a>(answer: &'a Map<String, Value>, name: &'static str) -> Re
 }
 
 /// `aud` may be a string or an array of strings (RFC 7519 section 4.1.3).
-/// A missing `aud` matches nothing: the filter never trusts a token that
-/// does not say whom it is for.
-fn audience_matches(aud: Option<&Value>, accepted: &[String]) -> Result<bool, IssuerError> {
+/// Keeps the values some API accepts; a missing `aud` keeps none, so no API
+/// ever trusts a token that does not say whom it is for.
+fn known_audiences(aud: Option<&Value>, accepted: &[String]) -> Result<Vec<String>, IssuerError> {
+    let mut known: Vec<String> = Vec::new();
+    let mut keep = |one: &str| {
+        if accepted.iter().any(|a| a == one) && !known.iter().any(|k| k == one) {
+            known.push(one.to_owned());
+        }
+    };
     match aud {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::String(one)) => Ok(accepted.iter().any(|a| a == one)),
+        None | Some(Value::Null) => {}
+        Some(Value::String(one)) => keep(one),
         Some(Value::Array(many)) => {
-            let mut found = false;
             for value in many {
-                let one = value.as_str().ok_or(IssuerError::BadMember("aud"))?;
-                found |= accepted.iter().any(|a| a == one);
+                keep(value.as_str().ok_or(IssuerError::BadMember("aud"))?);
             }
-            Ok(found)
         }
-        Some(_) => Err(IssuerError::BadMember("aud")),
+        Some(_) => return Err(IssuerError::BadMember("aud")),
     }
+    Ok(known)
 }
 
-/// Roles in first-seen order, without duplicates.
-#[derive(Default)]
-struct Roles {
-    list: Vec<String>,
-    seen: HashSet<String>,
+/// A role claim may be ZITADEL's object (`{"role": {orgId: domain}}`, the
+/// role is the key), an array of strings, or a space-separated string such
+/// as OAuth's `scope`. Anything else holds no roles. Names that could not be
+/// forwarded unambiguously in the comma-joined roles header (`,`, spaces,
+/// quotes, control characters) are dropped; duplicates are kept once.
+fn roles_of(claim: Option<&Value>) -> Vec<String> {
+    let mut roles: Vec<String> = Vec::new();
+    let mut add = |role: &str| {
+        if is_role_name(role) && !roles.iter().any(|r| r == role) {
+            roles.push(role.to_owned());
+        }
+    };
+    match claim {
+        Some(Value::Object(map)) => map.keys().for_each(|k| add(k)),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).for_each(add),
+        Some(Value::String(list)) => list.split_ascii_whitespace().for_each(add),
+        _ => {}
+    }
+    roles
 }
 
-impl Roles {
-    /// A role claim may be ZITADEL's object (`{"role": {orgId: domain}}`, the
-    /// role is the key), an array of strings, or a space-separated string such
-    /// as OAuth's `scope`. Anything else holds no roles. Names that could not
-    /// be forwarded unambiguously in the comma-joined roles header (`,`,
-    /// spaces, quotes, control characters) are dropped.
-    fn collect(&mut self, claim: Option<&Value>) {
-        let mut add = |role: &str| {
-            if is_role_name(role) && self.seen.insert(role.to_owned()) {
-                self.list.push(role.to_owned());
+/// A claim as a header value: strings as they are, numbers and booleans as
+/// JSON writes them, arrays of strings comma-joined, objects as their keys
+/// comma-joined (ZITADEL's roles shape). Anything else, an element or key
+/// holding a `,` (the list could then be read two ways), or a value over
+/// [`MAX_CLAIM_HEADER_BYTES`] is not forwarded. Control characters are removed.
+pub fn claim_header_value(claim: &Value) -> Option<String> {
+    let list = |items: &mut dyn Iterator<Item = Option<&str>>| -> Option<String> {
+        let mut joined = String::new();
+        for item in items {
+            let item = item.filter(|s| !s.contains(','))?;
+            if !joined.is_empty() {
+                joined.push(',');
             }
-        };
-        match claim {
-            Some(Value::Object(map)) => map.keys().for_each(|k| add(k)),
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).for_each(add),
-            Some(Value::String(list)) => list.split_ascii_whitespace().for_each(add),
-            _ => {}
+            joined.push_str(item);
         }
-    }
+        Some(joined)
+    };
+    let text = match claim {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Array(items) => list(&mut items.iter().map(Value::as_str))?,
+        Value::Object(map) => list(&mut map.keys().map(|k| Some(k.as_str())))?,
+        Value::Null => return None,
+    };
+    let text = header_text(&text);
+    (!text.is_empty() && text.len() <= MAX_CLAIM_HEADER_BYTES).then_some(text)
+}
+
+/// What a header value may carry of issuer data: no control characters, no
+/// surrounding spaces (which parsers would trim one way or another).
+fn header_text(value: &str) -> String {
+    let clean: String = value.chars().filter(|c| !c.is_control()).collect();
+    clean.trim_matches([' ', '\t']).to_owned()
 }
 
 #[cfg(test)]
@@ -337,15 +399,17 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000;
     const PROJECT: &str = "300000000000000001";
+    const ORG_CLAIM: &str = "urn:zitadel:iam:user:resourceowner:id";
 
-    fn expectations() -> Expectations {
-        Expectations {
+    fn expectations() -> Extraction {
+        Extraction {
             issuer: "https://issuer.example".into(),
             audiences: vec![PROJECT.into(), "api@demo".into()],
             role_claims: vec![
                 "urn:zitadel:iam:org:project:roles".into(),
                 format!("urn:zitadel:iam:org:project:{PROJECT}:roles"),
             ],
+            header_claims: vec![ORG_CLAIM.into(), "username".into()],
             clock_skew_secs: 10,
         }
     }
@@ -363,6 +427,8 @@ mod tests {
             "aud": [PROJECT, "other-app"],
             "iss": "https://issuer.example",
             "jti": "abc",
+            "username": "reader@demo.localhost",
+            ORG_CLAIM: "300000000000000000",
             "urn:zitadel:iam:org:project:roles": {"read:messages": {"org1": "org.example"}},
             format!("urn:zitadel:iam:org:project:{PROJECT}:roles"): {
                 "read:messages": {"org1": "org.example"},
@@ -371,13 +437,16 @@ mod tests {
         })
     }
 
-    fn eval_json(value: &Value) -> Result<Verdict, IssuerError> {
-        let body = serde_json::to_vec(value).unwrap();
+    fn eval_body(body: &[u8]) -> Result<Verdict, IssuerError> {
         evaluate(
-            IssuerResponse { status: Some(200), content_type: Some("application/json; charset=utf-8"), body: &body },
+            IssuerResponse { status: Some(200), content_type: Some("application/json; charset=utf-8"), body },
             &expectations(),
             NOW,
         )
+    }
+
+    fn eval_json(value: &Value) -> Result<Verdict, IssuerError> {
+        eval_body(&serde_json::to_vec(value).unwrap())
     }
 
     fn eval_with(change: impl FnOnce(&mut Map<String, Value>)) -> Result<Verdict, IssuerError> {
@@ -386,17 +455,26 @@ mod tests {
         eval_json(&answer)
     }
 
+    fn identity(verdict: Result<Verdict, IssuerError>) -> Identity {
+        match verdict {
+            Ok(Verdict::Valid(identity)) => identity,
+            other => panic!("not valid: {other:?}"),
+        }
+    }
+
     #[test]
-    fn zitadel_active_answer_is_valid() {
-        let verdict = eval_json(&zitadel_answer()).unwrap();
+    fn zitadel_active_answer_keeps_what_the_apis_check() {
         assert_eq!(
-            verdict,
-            Verdict::Valid(Identity {
+            identity(eval_json(&zitadel_answer())),
+            Identity {
                 subject: "user-1".into(),
                 client_id: "svc-user-1".into(),
-                roles: vec!["read:messages".into(), "admin".into()],
+                audiences: vec![PROJECT.into()],
+                // serde_json's objects are sorted by name.
+                roles: vec![vec!["read:messages".into()], vec!["admin".into(), "read:messages".into()]],
+                claims: vec![Some("300000000000000000".into()), Some("reader@demo.localhost".into())],
                 expires_at: Some(NOW + 3600),
-            })
+            }
         );
     }
 
@@ -407,101 +485,62 @@ mod tests {
 
     #[test]
     fn time_claims_are_checked() {
+        assert_eq!(eval_with(|a| drop(a.insert("exp".into(), json!(NOW)))), Ok(Verdict::Invalid(Rejection::Expired)));
         assert_eq!(
-            eval_with(|a| {
-                a.insert("exp".into(), json!(NOW));
-            }),
-            Ok(Verdict::Invalid(Rejection::Expired))
-        );
-        assert_eq!(
-            eval_with(|a| {
-                a.insert("nbf".into(), json!(NOW + 11));
-            }),
+            eval_with(|a| drop(a.insert("nbf".into(), json!(NOW + 11)))),
             Ok(Verdict::Invalid(Rejection::NotYetValid))
         );
-        assert!(matches!(
-            eval_with(|a| {
-                a.insert("nbf".into(), json!(NOW + 10));
-            }),
-            Ok(Verdict::Valid(_))
-        ));
-        let no_exp = eval_with(|a| {
-            a.remove("exp");
-        })
-        .unwrap();
-        assert!(matches!(no_exp, Verdict::Valid(Identity { expires_at: None, .. })));
+        assert!(matches!(eval_with(|a| drop(a.insert("nbf".into(), json!(NOW + 10)))), Ok(Verdict::Valid(_))));
+        assert_eq!(identity(eval_with(|a| drop(a.remove("exp")))).expires_at, None);
     }
 
     #[test]
-    fn audience_and_issuer_are_checked() {
+    fn issuer_is_checked_when_present() {
         assert_eq!(
-            eval_with(|a| {
-                a.insert("aud".into(), json!(["someone-else"]));
-            }),
-            Ok(Verdict::Invalid(Rejection::WrongAudience))
-        );
-        assert_eq!(
-            eval_with(|a| {
-                a.remove("aud");
-            }),
-            Ok(Verdict::Invalid(Rejection::WrongAudience))
-        );
-        assert!(matches!(
-            eval_with(|a| {
-                a.insert("aud".into(), json!("api@demo"));
-            }),
-            Ok(Verdict::Valid(_))
-        ));
-        assert_eq!(
-            eval_with(|a| {
-                a.insert("iss".into(), json!("https://evil.example"));
-            }),
+            eval_with(|a| drop(a.insert("iss".into(), json!("https://evil.example")))),
             Ok(Verdict::Invalid(Rejection::WrongIssuer))
         );
-        assert!(matches!(
-            eval_with(|a| {
-                a.remove("iss");
-            }),
-            Ok(Verdict::Valid(_))
-        ));
+        assert!(matches!(eval_with(|a| drop(a.remove("iss"))), Ok(Verdict::Valid(_))));
+    }
+
+    #[test]
+    fn audiences_keep_only_those_an_api_accepts() {
+        let only = |aud: Value| identity(eval_with(|a| drop(a.insert("aud".into(), aud)))).audiences;
+        assert_eq!(only(json!(["someone-else"])), Vec::<String>::new());
+        assert_eq!(only(json!("api@demo")), ["api@demo"]);
+        assert_eq!(only(json!(["api@demo", PROJECT, "api@demo"])), ["api@demo", PROJECT]);
+        assert_eq!(identity(eval_with(|a| drop(a.remove("aud")))).audiences, Vec::<String>::new());
     }
 
     #[test]
     fn malformed_members_are_issuer_errors() {
         assert_eq!(eval_json(&json!({"active": "true"})), Err(IssuerError::BadMember("active")));
         assert_eq!(eval_json(&json!({})), Err(IssuerError::BadMember("active")));
-        assert_eq!(
-            eval_with(|a| {
-                a.insert("exp".into(), json!("soon"));
-            }),
-            Err(IssuerError::BadMember("exp"))
-        );
-        assert_eq!(
-            eval_with(|a| {
-                a.insert("exp".into(), json!(-1));
-            }),
-            Err(IssuerError::BadMember("exp"))
-        );
-        assert_eq!(
-            eval_with(|a| {
-                a.insert("aud".into(), json!([1]));
-            }),
-            Err(IssuerError::BadMember("aud"))
-        );
-        assert_eq!(
-            eval_with(|a| {
-                a.insert("sub".into(), json!(7));
-            }),
-            Err(IssuerError::BadMember("sub"))
-        );
+        assert_eq!(eval_with(|a| drop(a.insert("exp".into(), json!("soon")))), Err(IssuerError::BadMember("exp")));
+        assert_eq!(eval_with(|a| drop(a.insert("exp".into(), json!(-1)))), Err(IssuerError::BadMember("exp")));
+        assert_eq!(eval_with(|a| drop(a.insert("aud".into(), json!([1])))), Err(IssuerError::BadMember("aud")));
+        assert_eq!(eval_with(|a| drop(a.insert("sub".into(), json!(7)))), Err(IssuerError::BadMember("sub")));
+    }
+
+    /// The answer could be read two ways: serde_json alone would keep the last `active`.
+    #[test]
+    fn duplicate_members_are_issuer_errors_at_any_depth() {
+        for body in [
+            &br#"{"active":false,"active":true,"aud":"api@demo"}"#[..],
+            br#"{"active":true,"aud":"api@demo","aud":"other"}"#,
+            br#"{"active":true,"aud":"api@demo","urn:zitadel:iam:org:project:roles":{"a":{},"a":{}}}"#,
+            br#"{"active":true,"aud":"api@demo","x":[{"y":1,"y":2}]}"#,
+        ] {
+            assert_eq!(eval_body(body), Err(IssuerError::Ambiguous), "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]
     fn roles_come_from_objects_arrays_and_strings() {
         let mut expected = expectations();
-        expected.role_claims = vec!["roles".into(), "scope".into()];
+        expected.role_claims = vec!["roles".into(), "scope".into(), "missing".into()];
         let body = serde_json::to_vec(&json!({
-            "active": true, "aud": PROJECT, "roles": ["a", "b", 3, "x,admin", "q\"", ""], "scope": "b  c"
+            "active": true, "aud": PROJECT, "roles": ["a", "b", 3, "x,admin", "q\"", "", "a"], "scope": "b  c"
         }))
         .unwrap();
         let verdict = evaluate(
@@ -509,10 +548,40 @@ mod tests {
             &expected,
             NOW,
         );
-        match verdict {
-            Ok(Verdict::Valid(identity)) => assert_eq!(identity.roles, ["a", "b", "c"]),
-            other => panic!("unexpected {other:?}"),
+        assert_eq!(identity(verdict).roles, [vec!["a", "b"], vec!["b", "c"], vec![]]);
+    }
+
+    #[test]
+    fn claim_header_value_renders_each_json_type() {
+        let long = "x".repeat(MAX_CLAIM_HEADER_BYTES + 1);
+        let cases = [
+            (json!("org-1"), Some("org-1")),
+            (json!("  padded\r\n value\u{7f} "), Some("padded value")),
+            (json!(42), Some("42")),
+            (json!(1.5), Some("1.5")),
+            (json!(true), Some("true")),
+            (json!(["a", "b"]), Some("a,b")),
+            (json!({"read:messages": {"o": "d"}, "admin": {}}), Some("admin,read:messages")),
+            (json!(["a", 1]), None),
+            (json!(["a,b", "c"]), None),
+            (json!({"a,b": 1}), None),
+            (json!([]), None),
+            (json!(null), None),
+            (json!("\u{0}\u{1}"), None),
+            (json!(long), None),
+        ];
+        for (claim, expected) in cases {
+            assert_eq!(claim_header_value(&claim).as_deref(), expected, "{claim}");
         }
+    }
+
+    #[test]
+    fn subject_and_client_id_lose_control_characters() {
+        let found = identity(eval_with(|a| {
+            a.insert("sub".into(), json!("user\r\nx-evil: 1"));
+            a.insert("client_id".into(), json!("\tclient "));
+        }));
+        assert_eq!((found.subject.as_str(), found.client_id.as_str()), ("userx-evil: 1", "client"));
     }
 
     #[test]

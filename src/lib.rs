@@ -1,18 +1,30 @@
-//! An Envoy proxy-wasm HTTP filter that protects an API with OAuth 2.0
-//! token introspection (RFC 7662), built for ZITADEL and any RFC 7662 issuer.
+//! An Envoy proxy-wasm HTTP filter that protects APIs with OAuth 2.0 token
+//! introspection (RFC 7662), built for ZITADEL and any RFC 7662 issuer.
 //!
-//! Every decision lives in plain Rust modules that host tests cover;
-//! `filter` is the thin layer that talks to the proxy-wasm host.
+//! The request path, in reading order: `config` (the JSON) and `compile`
+//! build the `policy`; per request, `decision` reads the request (`authority`,
+//! `path`, `rules`, `token`) and checks verdicts against the API; `engine`
+//! finds those verdicts in the `cache`, in a call under way (`coalesce`) or
+//! from the issuer (`introspection`, `client_auth`), and answers (`response`).
+//! Everything but `filter`, the proxy-wasm glue, is plain Rust behind the
+//! `host::Host` trait and runs in host tests.
 
 pub mod authority;
 pub mod cache;
 pub mod client_auth;
 pub mod coalesce;
+pub mod compile;
 pub mod config;
+pub mod decision;
+pub mod engine;
 pub mod filter;
+pub mod headers;
+pub mod host;
 pub mod introspection;
 pub mod json;
+pub mod metrics;
 pub mod path;
+pub mod policy;
 pub mod response;
 pub mod rules;
 pub mod token;

@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use crate::authority::HostError;
 use crate::introspection::Rejection;
 use crate::path::PathError;
 
@@ -19,6 +20,8 @@ pub enum Denial {
     InsufficientRole(Vec<String>),
     /// The path is malformed or ambiguous; refused before any rule is consulted.
     BadPath(PathError),
+    /// The host (`:authority`) is malformed or ambiguous; refused likewise.
+    BadHost(HostError),
     /// No rule matches the request and unmatched requests are denied.
     NoRule,
     /// The token's validity could not be established (issuer down, slow,
@@ -45,6 +48,7 @@ impl Denial {
             Denial::InvalidToken(_) => "invalid_token",
             Denial::InsufficientRole(_) => "insufficient_role",
             Denial::BadPath(_) => "bad_path",
+            Denial::BadHost(_) => "bad_host",
             Denial::NoRule => "no_rule",
             Denial::IssuerUnavailable => "issuer_unavailable",
             Denial::Overloaded => "overloaded",
@@ -72,9 +76,8 @@ impl Denial {
                     .to_string(),
                 )
             }
-            Denial::BadPath(err) => {
-                reply(400, None, json!({"error": "invalid_request", "error_description": err.to_string()}).to_string())
-            }
+            Denial::BadPath(err) => invalid_request(&err.to_string()),
+            Denial::BadHost(err) => invalid_request(&err.to_string()),
             Denial::NoRule => reply(
                 403,
                 None,
@@ -100,6 +103,10 @@ impl Denial {
             ),
         }
     }
+}
+
+fn invalid_request(description: &str) -> Reply {
+    reply(400, None, json!({"error": "invalid_request", "error_description": description}).to_string())
 }
 
 fn invalid_token(description: &str) -> Reply {
@@ -174,5 +181,14 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
         assert_eq!(body["error"], "invalid_request");
         assert_eq!(body["error_description"], "path has an encoded slash, backslash or NUL, or a double encoding");
+    }
+
+    #[test]
+    fn bad_host_is_400_invalid_request() {
+        let reply = Denial::BadHost(HostError::Userinfo).reply();
+        assert_eq!(reply.status, 400);
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(body["error"], "invalid_request");
+        assert_eq!(body["error_description"], "host has user information");
     }
 }

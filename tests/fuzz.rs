@@ -4,11 +4,15 @@
 //! `cargo test` runs a short pass (FUZZ_CASES, default 2,000 per property).
 //! The long run, a million cases each: `scripts/fuzz.sh` (README, Security).
 
+use oauth_introspection_filter::authority::{canonical_authority, HostPattern};
 use oauth_introspection_filter::cache::{decode_entry, encode_entry, CacheEntry};
 use oauth_introspection_filter::config;
-use oauth_introspection_filter::introspection::{evaluate, Expectations, Identity, IssuerResponse, Rejection, Verdict};
+use oauth_introspection_filter::introspection::{
+    claim_header_value, evaluate, Extraction, Identity, IssuerResponse, Rejection, Verdict,
+};
+use oauth_introspection_filter::json::{parse_strict, StrictError};
 use oauth_introspection_filter::path::canonical_path;
-use oauth_introspection_filter::token::{bearer_token, TokenHash, MAX_TOKEN_LEN};
+use oauth_introspection_filter::token::{bearer_token, token_shape, TokenHash, TokenShape, MAX_TOKEN_LEN};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use serde_json::{json, Value};
@@ -82,17 +86,101 @@ const CONFIG_POINTERS: &[&str] = &[
     "/unmatched",
 ];
 
-fn expectations() -> Expectations {
-    Expectations {
+/// The full form: two issuers, two APIs, host rules.
+fn gateway_config() -> Value {
+    let basic = json!({"method": "client_secret_basic", "client_id": "api", "client_secret": "s3cret"});
+    json!({
+        "issuers": {
+            "main": {"issuer": "https://main.example", "introspection": {"cluster": "main"}, "client_auth": basic},
+            "partner": {"issuer": "https://partner.example", "introspection": {"cluster": "partner"}, "client_auth": basic}
+        },
+        "apis": {
+            "orders": {"audiences": ["100"], "project_id": "100", "issuers": ["main"],
+                       "claim_headers": {"x-auth-org": "urn:zitadel:iam:user:resourceowner:id"}},
+            "partners": {"audiences": ["300"], "issuers": ["partner", "main"]}
+        },
+        "rules": [
+            {"host": "orders.example.com", "prefix": "/", "api": "orders", "access": "authenticated"},
+            {"host": "*.partners.example.com", "prefix": "/", "api": "partners", "access": "roles", "roles": ["a"]}
+        ]
+    })
+}
+
+const GATEWAY_POINTERS: &[&str] = &[
+    "",
+    "/issuers",
+    "/issuers/main",
+    "/issuers/main/issuer",
+    "/issuers/partner/introspection",
+    "/issuers/partner/client_auth",
+    "/apis",
+    "/apis/orders",
+    "/apis/orders/issuers",
+    "/apis/orders/issuers/0",
+    "/apis/orders/claim_headers",
+    "/apis/orders/claim_headers/x-auth-org",
+    "/apis/partners/audiences",
+    "/apis/partners/identity_headers",
+    "/rules/0",
+    "/rules/0/host",
+    "/rules/0/api",
+    "/rules/1/host",
+    "/unmatched",
+];
+
+fn expectations() -> Extraction {
+    Extraction {
         issuer: "https://issuer.example".into(),
         audiences: vec!["300000000000000001".into()],
         role_claims: vec!["urn:zitadel:iam:org:project:roles".into()],
+        header_claims: vec!["username".into(), "urn:zitadel:iam:user:resourceowner:id".into()],
         clock_skew_secs: 10,
     }
 }
 
 fn no_env(_: &str) -> Option<String> {
     None
+}
+
+/// Host-like strings built from the pieces host confusion is made of.
+fn authority_like() -> impl Strategy<Value = String> {
+    let piece = prop::sample::select(vec![
+        "a",
+        "API",
+        "example",
+        "com",
+        ".",
+        "..",
+        ":",
+        ":80",
+        ":0",
+        ":080",
+        "@",
+        "[",
+        "]",
+        "::1",
+        "0x7f",
+        "127",
+        "1",
+        "0",
+        "256",
+        "-",
+        "_",
+        "%2e",
+        " ",
+        "*",
+        ",",
+        "\u{e9}",
+        "xn--bcher-kva",
+    ]);
+    prop::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat())
+}
+
+/// JSON texts with members that repeat now and then.
+fn json_text() -> impl Strategy<Value = Vec<u8>> {
+    let member = (prop::sample::select(vec!["a", "b", "active", "aud"]), json_value())
+        .prop_map(|(name, value)| format!("{}:{}", Value::from(name), value));
+    prop::collection::vec(member, 0..5).prop_map(|members| format!("{{{}}}", members.join(",")).into_bytes())
 }
 
 /// Path-like strings built from the pieces bypass attempts are made of.
@@ -131,6 +219,71 @@ proptest! {
     }
 
     #[test]
+    fn gateway_config_parser_names_a_field_for_any_mutation(
+        pointer in prop::sample::select(GATEWAY_POINTERS),
+        value in json_value(),
+    ) {
+        let mut config = gateway_config();
+        if let Some(slot) = config.pointer_mut(pointer) {
+            *slot = value;
+        }
+        let text = serde_json::to_vec(&config).unwrap_or_default();
+        if let Err(err) = config::parse(&text, &no_env) {
+            prop_assert!(!err.field.is_empty());
+            prop_assert!(!err.to_string().contains("s3cret"), "{}", err);
+        }
+    }
+
+    #[test]
+    fn strict_json_agrees_with_serde_json_or_names_a_duplicate(bytes in json_text()) {
+        match (parse_strict(&bytes), serde_json::from_slice::<Value>(&bytes)) {
+            (Ok(strict), Ok(loose)) => prop_assert_eq!(strict, loose),
+            (Err(StrictError::Syntax(_)), Err(_)) => {}
+            // serde_json keeps the last duplicate; the strict parser refuses.
+            (Err(StrictError::Duplicate { .. }), Ok(_)) => {}
+            (strict, loose) => prop_assert!(false, "strict {:?} vs serde_json {:?}", strict, loose.is_ok()),
+        }
+    }
+
+    #[test]
+    fn canonical_authority_is_canonical(raw in authority_like()) {
+        if let Ok(authority) = canonical_authority(raw.as_bytes()) {
+            let again = match authority.port {
+                Some(port) => format!("{}:{port}", authority.host),
+                None => authority.host.clone(),
+            };
+            prop_assert_eq!(canonical_authority(again.as_bytes()), Ok(authority.clone()));
+            prop_assert!(!authority.host.contains(['@', ' ', '%', ',']) && !authority.host.ends_with('.'));
+            prop_assert_eq!(authority.host.to_ascii_lowercase(), authority.host.clone());
+            // A pattern of the canonical host matches it.
+            prop_assert!(HostPattern::parse(&again).is_ok_and(|p| p.matches(&authority)));
+        }
+    }
+
+    #[test]
+    fn canonical_authority_survives_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let _ = canonical_authority(&bytes);
+        let _ = HostPattern::parse(&String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn token_shape_survives_any_token(parts in prop::collection::vec("[A-Za-z0-9_-]{0,40}", 0..5)) {
+        let token = parts.join(".");
+        if let TokenShape::Jwt { issuer } = token_shape(&token) {
+            prop_assert!(!issuer.is_empty());
+        }
+    }
+
+    #[test]
+    fn claim_header_value_is_a_clean_header(value in json_value()) {
+        if let Some(text) = claim_header_value(&value) {
+            prop_assert!(!text.is_empty() && text.len() <= 4096);
+            prop_assert!(!text.chars().any(char::is_control));
+            prop_assert_eq!(text.trim(), text.as_str());
+        }
+    }
+
+    #[test]
     fn introspection_parser_survives_any_body(
         status in prop::option::of(any::<u16>()),
         json_content_type in any::<bool>(),
@@ -160,6 +313,9 @@ proptest! {
             if let Some(exp) = identity.expires_at {
                 prop_assert!(exp > now);
             }
+            prop_assert!(identity.audiences.iter().all(|aud| aud == "300000000000000001"));
+            prop_assert_eq!(identity.roles.len(), 1);
+            prop_assert_eq!(identity.claims.len(), 2);
         }
     }
 
@@ -201,11 +357,12 @@ proptest! {
     fn cache_decoder_round_trips_and_survives_corruption(
         subject in ".{0,40}",
         client_id in ".{0,20}",
-        roles in prop::collection::vec("[a-z:]{1,12}", 0..5),
+        audiences in prop::collection::vec(".{0,12}", 0..3),
+        roles in prop::collection::vec(prop::collection::vec("[a-z:]{1,12}", 0..5), 0..3),
+        claims in prop::collection::vec(prop::option::of(".{0,12}"), 0..3),
         expires_at in prop::option::of(1u64..u64::MAX),
         rejection in prop::option::of(prop::sample::select(vec![
-            Rejection::Inactive, Rejection::Expired, Rejection::NotYetValid, Rejection::WrongAudience,
-            Rejection::WrongIssuer,
+            Rejection::Inactive, Rejection::Expired, Rejection::NotYetValid, Rejection::WrongIssuer,
         ])),
         valid_until in any::<u64>(),
         fingerprint in any::<u64>(),
@@ -215,11 +372,11 @@ proptest! {
     ) {
         let entry = CacheEntry {
             fingerprint,
-            token: TokenHash::of(&client_id),
+            token: TokenHash::of("https://issuer.example", &client_id),
             valid_until,
             verdict: match rejection {
                 Some(rejection) => Verdict::Invalid(rejection),
-                None => Verdict::Valid(Identity { subject, client_id, roles, expires_at }),
+                None => Verdict::Valid(Identity { subject, client_id, audiences, roles, claims, expires_at }),
             },
         };
         let bytes = encode_entry(&entry).unwrap_or_default();

@@ -40,7 +40,7 @@ def faulty(envoy_factory, fault_server):
 
 
 def wait_for_log(envoy, start, level, message):
-    line = re.compile(rf"\[{level}\]\[wasm\][^\n]*token introspection failed: {re.escape(message)}")
+    line = re.compile(rf"\[{level}\]\[wasm\][^\n]*token introspection failed \(issuer default\): {re.escape(message)}")
     wait_for(lambda: line.search(envoy.process.output()[start:]), 5, f"[{level}] {message!r} in {envoy.process.name}")
 
 

@@ -1,0 +1,495 @@
+//! From the configuration's JSON shape (`config`) to the [`Policy`] the
+//! request path reads: the shorthand expanded, every issuer and API name
+//! resolved to an index, every value checked. Errors name the field as the
+//! user wrote it: `introspection.timeout_ms` in the shorthand,
+//! `issuers.main.introspection.timeout_ms` in the full form.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::authority::HostPattern;
+use crate::cache::CacheSettings;
+use crate::client_auth::ClientAuth;
+use crate::config::{ConfigError, EnvLookup, RawAccess, RawApi, RawCache, RawConfig, RawIssuer, RawRule};
+use crate::headers;
+use crate::introspection::Extraction;
+use crate::path::canonical_path;
+use crate::policy::{Api, ApiId, Endpoint, IdentityHeaders, Issuer, IssuerId, Policy, TrustedIssuer};
+use crate::rules::{is_role_name, Access, PathPattern, Rule, Rules, Target};
+
+/// The name the shorthand gives its one issuer and its one API.
+pub const DEFAULT_NAME: &str = "default";
+
+const NEGATIVE_TTL_SECS: u64 = 10;
+
+/// An issuer or API with its name and the prefix of its fields in errors.
+struct Named<T> {
+    name: String,
+    field: String,
+    raw: T,
+}
+
+impl<T> Named<T> {
+    fn error(&self, member: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::new(format!("{}{member}", self.field), problem)
+    }
+}
+
+/// An API before its issuers' extractions are known.
+struct ApiDraft {
+    name: String,
+    audiences: Vec<String>,
+    role_claims: Vec<String>,
+    issuers: Vec<IssuerId>,
+    identity_headers: IdentityHeaders,
+    claim_headers: Vec<(String, String)>,
+}
+
+pub(crate) fn compile(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Policy, ConfigError> {
+    if raw.clock_skew_seconds > 300 {
+        return Err(ConfigError::new("clock_skew_seconds", "must be at most 300"));
+    }
+    if !(1024..=16 * 1024 * 1024).contains(&raw.max_response_bytes) {
+        return Err(ConfigError::new("max_response_bytes", "must be between 1024 and 16777216"));
+    }
+    let cache = cache_settings(&raw.cache)?;
+    let (raw_issuers, raw_apis, shorthand) = expand(&mut raw)?;
+
+    let mut issuer_ids = BTreeMap::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut drafts: Vec<(String, Endpoint, ClientAuth)> = Vec::new();
+    for issuer in raw_issuers {
+        let url = issuer_url(&issuer)?;
+        if let Some(other) = drafts.iter().position(|(known, ..)| *known == url).and_then(|at| names.get(at)) {
+            return Err(issuer
+                .error("issuer", format!("is also the URL of issuer {other:?}; a token's iss must name one issuer")));
+        }
+        let endpoint = endpoint(&issuer, &url)?;
+        let field = format!("{}client_auth", issuer.field);
+        let client_auth = ClientAuth::from_config(issuer.raw.client_auth, &field, &url, env)?;
+        issuer_ids.insert(issuer.name.clone(), IssuerId(drafts.len()));
+        names.push(issuer.name);
+        drafts.push((url, endpoint, client_auth));
+    }
+
+    let mut api_ids = BTreeMap::new();
+    let mut apis = Vec::new();
+    for api in raw_apis {
+        let draft = api_draft(api, &issuer_ids)?;
+        api_ids.insert(draft.name.clone(), ApiId(apis.len()));
+        apis.push(draft);
+    }
+
+    let mut issuers = Vec::with_capacity(drafts.len());
+    for (index, ((url, endpoint, client_auth), name)) in drafts.into_iter().zip(names).enumerate() {
+        let trusting: Vec<&ApiDraft> = apis.iter().filter(|api| api.issuers.contains(&IssuerId(index))).collect();
+        let extraction = Extraction {
+            issuer: url,
+            audiences: union(trusting.iter().flat_map(|api| &api.audiences)),
+            role_claims: union(trusting.iter().flat_map(|api| &api.role_claims)),
+            header_claims: union(trusting.iter().flat_map(|api| api.claim_headers.iter().map(|(_, claim)| claim))),
+            clock_skew_secs: raw.clock_skew_seconds,
+        };
+        let fingerprint = fingerprint(&extraction, &cache);
+        issuers.push(Issuer { name, endpoint, client_auth, extraction, fingerprint });
+    }
+
+    let forwarded_headers = union(&apis.iter().flat_map(ApiDraft::header_names).collect::<Vec<_>>());
+    let apis = apis.into_iter().map(|draft| finish_api(draft, &issuers, &forwarded_headers)).collect();
+    let default_api = shorthand.then_some(ApiId(0));
+    let rules = compile_rules(std::mem::take(&mut raw.rules), raw.unmatched, &api_ids, default_api)?;
+    Ok(Policy { issuers, apis, rules, forwarded_headers, cache, max_response_bytes: raw.max_response_bytes })
+}
+
+impl ApiDraft {
+    fn header_names(&self) -> Vec<String> {
+        let identity = self.identity_headers.names().into_iter().map(str::to_owned);
+        identity.chain(self.claim_headers.iter().map(|(header, _)| header.clone())).collect()
+    }
+}
+
+/// The full form's issuers and APIs, or the shorthand's one of each; takes
+/// them out of `raw`. True for the shorthand.
+type Expanded = (Vec<Named<RawIssuer>>, Vec<Named<RawApi>>, bool);
+
+fn expand(raw: &mut RawConfig) -> Result<Expanded, ConfigError> {
+    if raw.issuers.is_none() && raw.apis.is_none() {
+        let missing = |field: &str| {
+            ConfigError::new(
+                field,
+                "is missing (the one-issuer form needs issuer, introspection, client_auth and audiences; \
+                 or give issuers and apis)",
+            )
+        };
+        let issuer = RawIssuer {
+            issuer: raw.issuer.take().ok_or_else(|| missing("issuer"))?,
+            introspection: raw.introspection.take().ok_or_else(|| missing("introspection"))?,
+            client_auth: raw.client_auth.take().ok_or_else(|| missing("client_auth"))?,
+        };
+        let api = RawApi {
+            audiences: raw.audiences.take().ok_or_else(|| missing("audiences"))?,
+            project_id: raw.project_id.take(),
+            role_claims: raw.role_claims.take(),
+            issuers: vec![DEFAULT_NAME.into()],
+            identity_headers: raw.identity_headers.take().unwrap_or_default(),
+            claim_headers: raw.claim_headers.take().unwrap_or_default(),
+        };
+        let issuer = Named { name: DEFAULT_NAME.into(), field: String::new(), raw: issuer };
+        let api = Named { name: DEFAULT_NAME.into(), field: String::new(), raw: api };
+        return Ok((vec![issuer], vec![api], true));
+    }
+    let shorthand_fields = [
+        ("issuer", raw.issuer.is_some()),
+        ("introspection", raw.introspection.is_some()),
+        ("client_auth", raw.client_auth.is_some()),
+        ("audiences", raw.audiences.is_some()),
+        ("project_id", raw.project_id.is_some()),
+        ("role_claims", raw.role_claims.is_some()),
+        ("identity_headers", raw.identity_headers.is_some()),
+        ("claim_headers", raw.claim_headers.is_some()),
+    ];
+    if let Some((field, _)) = shorthand_fields.iter().find(|(_, present)| *present) {
+        return Err(ConfigError::new(
+            *field,
+            "belongs to the one-issuer form; with issuers and apis, give it inside an issuer or an API",
+        ));
+    }
+    match (raw.issuers.take(), raw.apis.take()) {
+        (Some(issuers), Some(apis)) => Ok((named_all("issuers", issuers)?, named_all("apis", apis)?, false)),
+        (None, _) => Err(ConfigError::new("issuers", "is missing: a configuration with apis needs issuers")),
+        (_, None) => Err(ConfigError::new("apis", "is missing: a configuration with issuers needs apis")),
+    }
+}
+
+fn named_all<T>(section: &str, entries: BTreeMap<String, T>) -> Result<Vec<Named<T>>, ConfigError> {
+    if entries.is_empty() {
+        return Err(ConfigError::new(section, "must name at least one entry"));
+    }
+    entries
+        .into_iter()
+        .map(|(name, raw)| {
+            let valid = (1..=64).contains(&name.len())
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            if !valid {
+                return Err(ConfigError::new(
+                    format!("{section}.{name}"),
+                    "names must be 1 to 64 characters: a-z, 0-9, '-' or '_'",
+                ));
+            }
+            let field = format!("{section}.{name}.");
+            Ok(Named { name, field, raw })
+        })
+        .collect()
+}
+
+fn issuer_url(issuer: &Named<RawIssuer>) -> Result<String, ConfigError> {
+    // Kept verbatim: OpenID Connect compares `iss` exactly, trailing slash included.
+    let url = issuer.raw.issuer.clone();
+    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+    if !scheme_ok
+        || url.len() < "http://x".len()
+        || url.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(issuer.error("issuer", "must be the issuer's URL, e.g. https://my-org.zitadel.cloud"));
+    }
+    Ok(url)
+}
+
+fn endpoint(issuer: &Named<RawIssuer>, url: &str) -> Result<Endpoint, ConfigError> {
+    let raw = &issuer.raw.introspection;
+    if raw.cluster.trim().is_empty() {
+        return Err(issuer.error("introspection.cluster", "must name the Envoy cluster that reaches the issuer"));
+    }
+    let authority = match &raw.authority {
+        Some(authority) => authority.clone(),
+        None => url.split_once("://").map_or(url, |(_, rest)| rest).split('/').next().unwrap_or("").to_string(),
+    };
+    if authority.is_empty() || authority.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'/') {
+        return Err(issuer.error("introspection.authority", "must be a host name with an optional port"));
+    }
+    if !raw.path.starts_with('/') || raw.path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        return Err(issuer.error("introspection.path", "must be an absolute path such as /oauth/v2/introspect"));
+    }
+    if !(1..=60_000).contains(&raw.timeout_ms) {
+        return Err(issuer.error("introspection.timeout_ms", "must be between 1 and 60000"));
+    }
+    if !(1..=1024).contains(&raw.max_in_flight) {
+        return Err(issuer.error("introspection.max_in_flight", "must be between 1 and 1024"));
+    }
+    Ok(Endpoint {
+        cluster: raw.cluster.clone(),
+        authority,
+        path: raw.path.clone(),
+        timeout: Duration::from_millis(raw.timeout_ms),
+        max_in_flight: raw.max_in_flight,
+    })
+}
+
+fn api_draft(api: Named<RawApi>, issuer_ids: &BTreeMap<String, IssuerId>) -> Result<ApiDraft, ConfigError> {
+    let raw = &api.raw;
+    if raw.audiences.is_empty() {
+        return Err(api.error("audiences", "must list at least one audience (the project id or the API's client id)"));
+    }
+    if let Some(i) = raw.audiences.iter().position(|a| a.trim().is_empty()) {
+        return Err(api.error(&format!("audiences[{i}]"), "must not be empty"));
+    }
+    if let Some(project_id) = &raw.project_id {
+        if project_id.is_empty() || !project_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(api.error("project_id", "must be a ZITADEL project id (letters, digits, '-' or '_')"));
+        }
+    }
+    let role_claims = match (&raw.role_claims, &raw.project_id) {
+        (Some(claims), _) => {
+            if let Some(i) = claims.iter().position(String::is_empty) {
+                return Err(api.error(&format!("role_claims[{i}]"), "must not be empty"));
+            }
+            union(claims)
+        }
+        // The project's own claim only: ZITADEL's `urn:zitadel:iam:org:project:roles`
+        // holds the roles of "the current project", which another project's token
+        // may also name in its aud.
+        (None, Some(project_id)) => vec![format!("urn:zitadel:iam:org:project:{project_id}:roles")],
+        (None, None) => vec!["urn:zitadel:iam:org:project:roles".to_string()],
+    };
+    if raw.issuers.is_empty() {
+        return Err(api.error("issuers", "must list at least one issuer the API trusts"));
+    }
+    let mut issuers = Vec::new();
+    for (i, name) in raw.issuers.iter().enumerate() {
+        let Some(&id) = issuer_ids.get(name) else {
+            let known: Vec<&str> = issuer_ids.keys().map(String::as_str).collect();
+            return Err(api.error(
+                &format!("issuers[{i}]"),
+                format!("no issuer is named {name:?} (known: {})", known.join(", ")),
+            ));
+        };
+        if issuers.contains(&id) {
+            return Err(api.error(&format!("issuers[{i}]"), format!("names {name:?} twice")));
+        }
+        issuers.push(id);
+    }
+    let identity_headers =
+        headers::identity_headers(&raw.identity_headers).map_err(|(member, problem)| api.error(&member, problem))?;
+    let claim_headers = headers::claim_headers(&raw.claim_headers, &identity_headers)
+        .map_err(|(member, problem)| api.error(&member, problem))?;
+    Ok(ApiDraft {
+        name: api.name,
+        audiences: raw.audiences.clone(),
+        role_claims,
+        issuers,
+        identity_headers,
+        claim_headers,
+    })
+}
+
+/// An API with, for each issuer it trusts, where its claims sit in that
+/// issuer's extraction.
+fn finish_api(draft: ApiDraft, issuers: &[Issuer], forwarded: &[String]) -> Api {
+    let trusted = draft
+        .issuers
+        .iter()
+        .map(|&id| {
+            let extraction = issuers.get(id.0).map(|issuer| &issuer.extraction);
+            let position = |list: Option<&Vec<String>>, wanted: &str| {
+                list.and_then(|list| list.iter().position(|claim| claim == wanted))
+            };
+            TrustedIssuer {
+                id,
+                role_claims: draft
+                    .role_claims
+                    .iter()
+                    .filter_map(|claim| position(extraction.map(|e| &e.role_claims), claim))
+                    .collect(),
+                claim_headers: draft
+                    .claim_headers
+                    .iter()
+                    .filter_map(|(header, claim)| {
+                        position(extraction.map(|e| &e.header_claims), claim).map(|at| (header.clone(), at))
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let own: Vec<&str> =
+        draft.identity_headers.names().into_iter().chain(draft.claim_headers.iter().map(|(h, _)| h.as_str())).collect();
+    Api {
+        name: draft.name,
+        audiences: draft.audiences,
+        issuers: trusted,
+        foreign_headers: forwarded.iter().filter(|name| !own.contains(&name.as_str())).cloned().collect(),
+        identity_headers: draft.identity_headers,
+    }
+}
+
+fn compile_rules(
+    raw: Vec<RawRule>,
+    unmatched: Option<RawAccess>,
+    apis: &BTreeMap<String, ApiId>,
+    default_api: Option<ApiId>,
+) -> Result<Rules, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::new("rules", "must list at least one rule"));
+    }
+    let mut rules = Vec::with_capacity(raw.len());
+    for (i, rule) in raw.into_iter().enumerate() {
+        let field = |name: &str| format!("rules[{i}].{name}");
+        let host = match &rule.host {
+            None => None,
+            Some(host) => Some(HostPattern::parse(host).map_err(|err| {
+                ConfigError::new(
+                    field("host"),
+                    format!("must be a host name, an IPv4 address, [IPv6] or *.domain, with an optional port ({err})"),
+                )
+            })?),
+        };
+        let path = match (rule.path, rule.prefix) {
+            (Some(path), None) => PathPattern::Exact(check_rule_path(path, &field("path"))?),
+            (None, Some(prefix)) => PathPattern::Prefix(check_rule_path(prefix, &field("prefix"))?),
+            _ => return Err(ConfigError::new(field("path"), "give exactly one of path (exact match) or prefix")),
+        };
+        let methods = match rule.methods {
+            None => None,
+            Some(methods) if methods.is_empty() => {
+                return Err(ConfigError::new(
+                    field("methods"),
+                    "must not be empty (leave it out to match every method)",
+                ))
+            }
+            Some(methods) => {
+                if methods.iter().any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic())) {
+                    return Err(ConfigError::new(field("methods"), "must be HTTP method names such as GET"));
+                }
+                Some(methods.into_iter().map(|m| m.to_ascii_uppercase()).collect())
+            }
+        };
+        let access = match (rule.access, rule.roles) {
+            (RawAccess::Roles, Some(roles)) if !roles.is_empty() && roles.iter().all(|r| is_role_name(r)) => {
+                Some(Access::AnyRole(roles))
+            }
+            (RawAccess::Roles, _) => return Err(ConfigError::new(
+                field("roles"),
+                "access \"roles\" needs a non-empty list of role names (printable ASCII without spaces, ',', '\"' or '\\')",
+            )),
+            (_, Some(_)) => return Err(ConfigError::new(field("roles"), "only applies to access \"roles\"")),
+            (RawAccess::Public, None) => None,
+            (RawAccess::Authenticated, None) => Some(Access::Authenticated),
+            (RawAccess::Deny, None) => {
+                return Err(ConfigError::new(field("access"), "must be \"public\", \"authenticated\" or \"roles\""))
+            }
+        };
+        let api = match (&rule.api, default_api) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    field("api"),
+                    "names an API, but the configuration has no apis (the one-issuer form protects one API)",
+                ))
+            }
+            (Some(name), None) => Some(*apis.get(name).ok_or_else(|| {
+                let known: Vec<&str> = apis.keys().map(String::as_str).collect();
+                ConfigError::new(field("api"), format!("no API is named {name:?} (known: {})", known.join(", ")))
+            })?),
+            (None, default) => default,
+        };
+        let target = match (access, api) {
+            (None, _) => Target::Public,
+            (Some(access), Some(api)) => Target::Api { api, access },
+            (Some(_), None) => {
+                return Err(ConfigError::new(field("api"), "must name the API this rule protects (one of apis)"))
+            }
+        };
+        rules.push(Rule { host, path, methods, target });
+    }
+    let unmatched =
+        match (unmatched.unwrap_or(RawAccess::Deny), default_api) {
+            (RawAccess::Deny, _) => None,
+            (RawAccess::Public, _) => Some(Target::Public),
+            (RawAccess::Authenticated, Some(api)) => Some(Target::Api { api, access: Access::Authenticated }),
+            (RawAccess::Authenticated, None) => return Err(ConfigError::new(
+                "unmatched",
+                "must be \"deny\" or \"public\" when the configuration has apis; protect the rest with a last rule \
+                 such as {\"prefix\": \"/\", \"api\": \"…\", \"access\": \"authenticated\"}",
+            )),
+            (RawAccess::Roles, _) => {
+                return Err(ConfigError::new("unmatched", "must be \"deny\", \"authenticated\" or \"public\""));
+            }
+        };
+    Ok(Rules { rules, unmatched })
+}
+
+/// Rules are matched against canonical request paths, so a rule path that is
+/// not canonical itself (`/a//b`, `/a/../b`, `/%61`) could never match.
+fn check_rule_path(path: String, field: &str) -> Result<String, ConfigError> {
+    if path.contains('?') || canonical_path(path.as_bytes()).as_deref() != Ok(path.as_str()) {
+        return Err(ConfigError::new(
+            field,
+            "must be a canonical absolute path: starting with '/', no query, no '//', '.' or '..' segments, \
+             no percent-encoded unreserved characters",
+        ));
+    }
+    Ok(path)
+}
+
+fn cache_settings(raw: &RawCache) -> Result<CacheSettings, ConfigError> {
+    if !(1..=1_048_576).contains(&raw.slots) {
+        return Err(ConfigError::new("cache.slots", "must be between 1 and 1048576"));
+    }
+    if !(1..=86_400).contains(&raw.max_ttl_seconds) {
+        return Err(ConfigError::new("cache.max_ttl_seconds", "must be between 1 and 86400"));
+    }
+    let negative_ttl_seconds = raw.negative_ttl_seconds.unwrap_or(NEGATIVE_TTL_SECS.min(raw.max_ttl_seconds));
+    if negative_ttl_seconds > 300 || negative_ttl_seconds > raw.max_ttl_seconds {
+        return Err(ConfigError::new(
+            "cache.negative_ttl_seconds",
+            "must be between 0 and 300, and not above max_ttl_seconds",
+        ));
+    }
+    if !(256..=65_536).contains(&raw.max_entry_bytes) {
+        return Err(ConfigError::new("cache.max_entry_bytes", "must be between 256 and 65536"));
+    }
+    Ok(CacheSettings {
+        slots: raw.slots,
+        max_ttl_secs: raw.max_ttl_seconds,
+        negative_ttl_secs: negative_ttl_seconds,
+        max_entry_bytes: raw.max_entry_bytes,
+    })
+}
+
+/// Each value once, in first-seen order.
+fn union<'a>(values: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for value in values {
+        if !out.contains(value) {
+            out.push(value.clone());
+        }
+    }
+    out
+}
+
+/// What an issuer's cached verdicts depend on: change any of it and old
+/// entries stop counting. Shared data outlives a reconfiguration, so a
+/// verdict kept under one extraction (its audiences, the claims at each
+/// index) or one TTL must not be read under another.
+pub fn fingerprint(extraction: &Extraction, cache: &CacheSettings) -> u64 {
+    let numbers = format!("{}/{}/{}", cache.max_ttl_secs, cache.negative_ttl_secs, extraction.clock_skew_secs);
+    let mut hasher = Sha256::new();
+    let mut part = |text: &str| {
+        hasher.update(text.as_bytes());
+        hasher.update([0u8]);
+    };
+    part(&extraction.issuer);
+    for (label, list) in [
+        ("\u{1}audiences", &extraction.audiences),
+        ("\u{1}roles", &extraction.role_claims),
+        ("\u{1}claims", &extraction.header_claims),
+    ] {
+        part(label);
+        list.iter().for_each(|item| part(item));
+    }
+    part("\u{1}numbers");
+    part(&numbers);
+    let digest: [u8; 32] = hasher.finalize().into();
+    let [a, b, c, d, e, f, g, h, ..] = digest;
+    u64::from_be_bytes([a, b, c, d, e, f, g, h])
+}

@@ -1,0 +1,469 @@
+//! The configuration parser's table-driven tests: each broken configuration
+//! fails with an error naming its field; each valid one compiles as documented.
+
+use std::time::Duration;
+
+use super::*;
+use crate::client_auth::tests::test_key_pem;
+use crate::client_auth::ClientAuth;
+use crate::policy::{ApiId, Endpoint, IssuerId, Policy};
+use crate::rules::{Access, Target};
+use serde_json::{json, Value};
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn key_file() -> Value {
+    json!({
+        "type": "application",
+        "keyId": "1234",
+        "key": test_key_pem(),
+        "appId": "5678",
+        "clientId": "300000000000000002@demo"
+    })
+}
+
+/// The one-issuer shorthand, as configurations before `issuers` and `apis` were written.
+fn valid() -> Value {
+    json!({
+        "issuer": "http://127.0.0.1:9000",
+        "introspection": {"cluster": "issuer"},
+        "audiences": ["300000000000000001"],
+        "project_id": "300000000000000001",
+        "client_auth": {"method": "private_key_jwt", "key": key_file()},
+        "rules": [
+            {"path": "/public", "access": "public"},
+            {"prefix": "/api/public", "access": "public"},
+            {"path": "/api/private-scoped", "access": "roles", "roles": ["read:messages"]},
+            {"prefix": "/", "methods": ["get"], "access": "authenticated"}
+        ]
+    })
+}
+
+fn basic(client_id: &str) -> Value {
+    json!({"method": "client_secret_basic", "client_id": client_id, "client_secret": "s3cret"})
+}
+
+/// One gateway, three services: two projects of the main instance, one of a partner's.
+fn gateway() -> Value {
+    json!({
+        "issuers": {
+            "main": {"issuer": "https://main.example", "introspection": {"cluster": "main"}, "client_auth": basic("api@main")},
+            "partner": {"issuer": "https://partner.example", "introspection": {"cluster": "partner", "timeout_ms": 500},
+                        "client_auth": basic("api@partner")}
+        },
+        "apis": {
+            "orders": {"audiences": ["100"], "project_id": "100", "issuers": ["main"],
+                       "claim_headers": {"x-auth-org": "urn:zitadel:iam:user:resourceowner:id"}},
+            "billing": {"audiences": ["200"], "project_id": "200", "issuers": ["main"]},
+            "partners": {"audiences": ["300"], "project_id": "300", "issuers": ["partner", "main"],
+                         "identity_headers": {"subject": "x-partner-user"}}
+        },
+        "rules": [
+            {"host": "orders.example.com", "prefix": "/", "api": "orders", "access": "authenticated"},
+            {"host": "billing.example.com", "path": "/health", "access": "public"},
+            {"host": "billing.example.com", "prefix": "/", "api": "billing", "access": "roles", "roles": ["billing:read"]},
+            {"host": "*.partners.example.com", "prefix": "/", "api": "partners", "access": "authenticated"}
+        ]
+    })
+}
+
+fn parse_value(value: &Value) -> Result<Policy, ConfigError> {
+    parse(value.to_string().as_bytes(), &no_env)
+}
+
+#[test]
+fn shorthand_is_one_issuer_and_one_api_with_documented_defaults() {
+    let policy = parse_value(&valid()).unwrap();
+    let [issuer] = &policy.issuers[..] else { panic!("one issuer") };
+    assert_eq!((issuer.name.as_str(), issuer.url()), ("default", "http://127.0.0.1:9000"));
+    assert_eq!(
+        issuer.endpoint,
+        Endpoint {
+            cluster: "issuer".into(),
+            authority: "127.0.0.1:9000".into(),
+            path: "/oauth/v2/introspect".into(),
+            timeout: Duration::from_millis(3000),
+            max_in_flight: 64,
+        }
+    );
+    // With project_id, only that project's claim: the generic one holds "the current project's" roles.
+    assert_eq!(issuer.extraction.role_claims, ["urn:zitadel:iam:org:project:300000000000000001:roles"]);
+    assert!(matches!(issuer.client_auth, ClientAuth::PrivateKeyJwt(_)));
+    let [api] = &policy.apis[..] else { panic!("one API") };
+    assert_eq!(api.name, "default");
+    assert_eq!(api.audiences, ["300000000000000001"]);
+    assert_eq!(api.identity_headers.names(), ["x-auth-subject", "x-auth-client-id", "x-auth-roles"]);
+    assert_eq!(policy.forwarded_headers, ["x-auth-subject", "x-auth-client-id", "x-auth-roles"]);
+    assert!(api.foreign_headers.is_empty());
+    assert_eq!(policy.cache.slots, 8192);
+    assert_eq!(policy.cache.max_ttl_secs, 300);
+    assert_eq!(policy.cache.negative_ttl_secs, 10);
+    assert_eq!(policy.rules.unmatched, None);
+    assert_eq!(policy.rules.rules[3].methods, Some(vec!["GET".to_string()]));
+    assert_eq!(
+        policy.rules.rules[2].target,
+        Target::Api { api: ApiId(0), access: Access::AnyRole(vec!["read:messages".into()]) }
+    );
+    assert_eq!(policy.rules.rules[0].target, Target::Public);
+}
+
+#[test]
+fn shorthand_without_project_id_reads_the_generic_role_claim() {
+    let mut config = valid();
+    config.as_object_mut().unwrap().remove("project_id");
+    let policy = parse_value(&config).unwrap();
+    assert_eq!(policy.issuers[0].extraction.role_claims, ["urn:zitadel:iam:org:project:roles"]);
+}
+
+#[test]
+fn shorthand_unmatched_authenticated_protects_the_one_api() {
+    let mut config = valid();
+    config["unmatched"] = json!("authenticated");
+    let policy = parse_value(&config).unwrap();
+    assert_eq!(policy.rules.unmatched, Some(Target::Api { api: ApiId(0), access: Access::Authenticated }));
+}
+
+#[test]
+fn full_form_resolves_every_name() {
+    let policy = parse_value(&gateway()).unwrap();
+    let issuers: Vec<&str> = policy.issuers.iter().map(|i| i.name.as_str()).collect();
+    let apis: Vec<&str> = policy.apis.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(issuers, ["main", "partner"]);
+    assert_eq!(apis, ["billing", "orders", "partners"]);
+    // The partners API tries the partner's issuer first, as written.
+    let partners = &policy.apis[2];
+    let order: Vec<IssuerId> = partners.issuers.iter().map(|t| t.id).collect();
+    assert_eq!(order, [IssuerId(1), IssuerId(0)]);
+    assert_eq!(policy.issuers[1].endpoint.timeout, Duration::from_millis(500));
+    assert_eq!(policy.issuers[1].endpoint.authority, "partner.example");
+    // Each issuer keeps what the APIs that trust it check.
+    let main = &policy.issuers[0].extraction;
+    assert_eq!(main.audiences, ["200", "100", "300"]);
+    assert_eq!(
+        main.role_claims,
+        [
+            "urn:zitadel:iam:org:project:200:roles",
+            "urn:zitadel:iam:org:project:100:roles",
+            "urn:zitadel:iam:org:project:300:roles"
+        ]
+    );
+    assert_eq!(main.header_claims, ["urn:zitadel:iam:user:resourceowner:id"]);
+    let partner = &policy.issuers[1].extraction;
+    assert_eq!(partner.audiences, ["300"]);
+    assert!(partner.header_claims.is_empty());
+    // Role claims are read at their index in each issuer's extraction.
+    assert_eq!(partners.issuers[0].role_claims, [0]);
+    assert_eq!(partners.issuers[1].role_claims, [2]);
+    assert_eq!(policy.apis[1].issuers[0].claim_headers, [("x-auth-org".to_string(), 0)]);
+    // Every configured header is forwarded by its API and removed by the others.
+    assert_eq!(
+        policy.forwarded_headers,
+        ["x-auth-subject", "x-auth-client-id", "x-auth-roles", "x-auth-org", "x-partner-user"]
+    );
+    assert_eq!(policy.apis[0].foreign_headers, ["x-auth-org", "x-partner-user"]);
+    assert_eq!(policy.apis[2].foreign_headers, ["x-auth-subject", "x-auth-org"]);
+    assert_eq!(policy.rules.rules[1].target, Target::Public);
+    assert_eq!(policy.rules.rules[3].target, Target::Api { api: ApiId(2), access: Access::Authenticated });
+}
+
+#[test]
+fn fingerprint_follows_what_an_issuers_verdicts_keep() {
+    let fingerprints = |config: &Value| -> Vec<u64> {
+        parse_value(config).unwrap().issuers.iter().map(|issuer| issuer.fingerprint).collect()
+    };
+    let base = fingerprints(&gateway());
+    assert_ne!(base[0], base[1]);
+    let mut audiences = gateway();
+    audiences["apis"]["billing"]["audiences"] = json!(["201"]);
+    let changed = fingerprints(&audiences);
+    // Only main's fingerprint changes: the partner's issuer does not serve billing.
+    assert!(changed[0] != base[0] && changed[1] == base[1]);
+    let mut claims = gateway();
+    claims["apis"]["orders"]["claim_headers"] = json!({"x-auth-org": "urn:zitadel:iam:user:resourceowner:name"});
+    assert_ne!(fingerprints(&claims)[0], base[0]);
+    let mut slots = gateway();
+    slots["cache"] = json!({"slots": 16});
+    assert_eq!(fingerprints(&slots), base);
+    let mut shorter = gateway();
+    shorter["cache"] = json!({"max_ttl_seconds": 10});
+    assert!(fingerprints(&shorter).iter().zip(&base).all(|(a, b)| a != b));
+    let mut headers = gateway();
+    headers["apis"]["partners"]["identity_headers"] = json!({});
+    assert_eq!(fingerprints(&headers), base);
+}
+
+#[test]
+fn key_may_be_given_as_text_or_from_the_environment() {
+    let mut as_text = valid();
+    as_text["client_auth"]["key"] = Value::String(key_file().to_string());
+    assert!(parse_value(&as_text).is_ok());
+
+    let mut from_env = valid();
+    from_env["client_auth"] = json!({"method": "private_key_jwt", "key_env": "API_KEY_JSON"});
+    let env = |name: &str| (name == "API_KEY_JSON").then(|| key_file().to_string());
+    assert!(parse(from_env.to_string().as_bytes(), &env).is_ok());
+}
+
+#[test]
+fn client_secret_basic_is_accepted() {
+    let mut config = valid();
+    config["client_auth"] =
+        json!({"method": "client_secret_basic", "client_id": "api@demo", "client_secret_env": "SECRET"});
+    let env = |name: &str| (name == "SECRET").then(|| "s3cret".to_string());
+    let parsed = parse(config.to_string().as_bytes(), &env).unwrap();
+    assert!(matches!(parsed.issuers[0].client_auth, ClientAuth::ClientSecretBasic { .. }));
+}
+
+/// Each broken config must fail with an error naming the field.
+#[test]
+fn invalid_shorthand_configs_name_the_field() {
+    type Breakage = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Breakage)> = vec![
+        ("(configuration)", Box::new(|c| *c = json!([]))),
+        (
+            "issuer",
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("issuer");
+            }),
+        ),
+        ("issuer", Box::new(|c| c["issuer"] = json!("issuer.example"))),
+        ("issuer", Box::new(|c| c["issuer"] = json!(42))),
+        ("isuer", Box::new(|c| c["isuer"] = json!("typo"))),
+        ("introspection.cluster", Box::new(|c| c["introspection"] = json!({}))),
+        ("introspection.cluster", Box::new(|c| c["introspection"]["cluster"] = json!(""))),
+        ("introspection.timeout_ms", Box::new(|c| c["introspection"]["timeout_ms"] = json!(0))),
+        ("introspection.timeout_ms", Box::new(|c| c["introspection"]["timeout_ms"] = json!("5s"))),
+        ("introspection.path", Box::new(|c| c["introspection"]["path"] = json!("oauth/v2/introspect"))),
+        ("introspection.authority", Box::new(|c| c["introspection"]["authority"] = json!("a b"))),
+        ("audiences", Box::new(|c| c["audiences"] = json!([]))),
+        ("audiences[1]", Box::new(|c| c["audiences"] = json!(["a", ""]))),
+        ("project_id", Box::new(|c| c["project_id"] = json!("a:b"))),
+        ("role_claims[0]", Box::new(|c| c["role_claims"] = json!([""]))),
+        ("client_auth.method", Box::new(|c| c["client_auth"]["method"] = json!("tls_client_auth"))),
+        (
+            "client_auth.key",
+            Box::new(|c| {
+                c["client_auth"].as_object_mut().unwrap().remove("key");
+            }),
+        ),
+        ("client_auth.key", Box::new(|c| c["client_auth"]["key"] = json!("{not json"))),
+        ("client_auth.key.type", Box::new(|c| c["client_auth"]["key"]["type"] = json!("serviceaccount"))),
+        (
+            "client_auth.key.key",
+            Box::new(|c| {
+                c["client_auth"]["key"]["key"] =
+                    json!("-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----")
+            }),
+        ),
+        ("client_auth.key.keyId", Box::new(|c| c["client_auth"]["key"]["keyId"] = json!(""))),
+        (
+            "client_auth.key_env",
+            Box::new(|c| c["client_auth"] = json!({"method": "private_key_jwt", "key_env": "MISSING"})),
+        ),
+        (
+            "client_auth.key_env",
+            Box::new(|c| {
+                c["client_auth"] = json!({"method": "private_key_jwt", "key_env": "-----BEGIN PRIVATE KEY-----"})
+            }),
+        ),
+        ("client_auth.client_secret", Box::new(|c| c["client_auth"]["client_secret"] = json!("s"))),
+        (
+            "client_auth.assertion_lifetime_seconds",
+            Box::new(|c| c["client_auth"]["assertion_lifetime_seconds"] = json!(7200)),
+        ),
+        (
+            "client_auth.client_id",
+            Box::new(|c| c["client_auth"] = json!({"method": "client_secret_basic", "client_secret": "s"})),
+        ),
+        (
+            "client_auth.client_secret",
+            Box::new(|c| c["client_auth"] = json!({"method": "client_secret_basic", "client_id": "a"})),
+        ),
+        ("cache.slots", Box::new(|c| c["cache"] = json!({"slots": 0}))),
+        ("cache.max_ttl_seconds", Box::new(|c| c["cache"] = json!({"max_ttl_seconds": 0}))),
+        ("cache.max_entry_bytes", Box::new(|c| c["cache"] = json!({"max_entry_bytes": 10}))),
+        ("cache.negative_ttl_seconds", Box::new(|c| c["cache"] = json!({"negative_ttl_seconds": 301}))),
+        (
+            "cache.negative_ttl_seconds",
+            Box::new(|c| c["cache"] = json!({"max_ttl_seconds": 5, "negative_ttl_seconds": 6})),
+        ),
+        ("introspection.max_in_flight", Box::new(|c| c["introspection"]["max_in_flight"] = json!(0))),
+        ("introspection.max_in_flight", Box::new(|c| c["introspection"]["max_in_flight"] = json!(5000))),
+        ("cache.size", Box::new(|c| c["cache"] = json!({"size": 10}))),
+        ("identity_headers.subject", Box::new(|c| c["identity_headers"] = json!({"subject": "X-User"}))),
+        ("identity_headers.roles", Box::new(|c| c["identity_headers"] = json!({"roles": "authorization"}))),
+        ("identity_headers.roles", Box::new(|c| c["identity_headers"] = json!({"roles": "x_auth_roles"}))),
+        ("identity_headers.client_id", Box::new(|c| c["identity_headers"] = json!({"client_id": "x-envoy-client"}))),
+        ("identity_headers", Box::new(|c| c["identity_headers"] = json!({"roles": "x-auth-subject"}))),
+        ("rules", Box::new(|c| c["rules"] = json!([]))),
+        ("rules[0].path", Box::new(|c| c["rules"][0] = json!({"access": "public"}))),
+        ("rules[0].path", Box::new(|c| c["rules"][0] = json!({"path": "/a", "prefix": "/b", "access": "public"}))),
+        ("rules[0].path", Box::new(|c| c["rules"][0]["path"] = json!("public"))),
+        ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/a?b"))),
+        ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/api//public"))),
+        ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/api/../public"))),
+        ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/%61pi"))),
+        ("rules[0].path", Box::new(|c| c["rules"][0]["path"] = json!("/pub lic"))),
+        ("rules[2].roles", Box::new(|c| c["rules"][2]["roles"] = json!([]))),
+        ("rules[2].roles", Box::new(|c| c["rules"][2]["roles"] = json!(["read messages"]))),
+        ("rules[2].roles", Box::new(|c| c["rules"][2]["roles"] = json!(["a\"b"]))),
+        ("rules[2].roles", Box::new(|c| c["rules"][2]["roles"] = json!(["a,b"]))),
+        ("rules[0].roles", Box::new(|c| c["rules"][0]["roles"] = json!(["x"]))),
+        ("rules[0].access", Box::new(|c| c["rules"][0]["access"] = json!("deny"))),
+        ("rules[0].access", Box::new(|c| c["rules"][0]["access"] = json!("everyone"))),
+        ("rules[3].methods", Box::new(|c| c["rules"][3]["methods"] = json!([]))),
+        ("rules[3].methods", Box::new(|c| c["rules"][3]["methods"] = json!(["GET /"]))),
+        ("unmatched", Box::new(|c| c["unmatched"] = json!("roles"))),
+        ("clock_skew_seconds", Box::new(|c| c["clock_skew_seconds"] = json!(3600))),
+        ("max_response_bytes", Box::new(|c| c["max_response_bytes"] = json!(1))),
+    ];
+    for (field, break_it) in cases {
+        let mut config = valid();
+        break_it(&mut config);
+        match parse_value(&config) {
+            Ok(_) => panic!("config with broken `{field}` was accepted"),
+            Err(err) => {
+                assert_eq!(err.field, field, "{err}");
+                let message = err.to_string();
+                assert!(message.contains(&format!("`{field}`")), "{message}");
+                assert!(!message.contains("PRIVATE KEY"), "{message}");
+            }
+        }
+    }
+}
+
+/// Each broken full-form configuration fails naming the field.
+#[test]
+fn invalid_gateway_configs_name_the_field() {
+    type Breakage = Box<dyn Fn(&mut Value)>;
+    let remove = |c: &mut Value, pointer: &str, member: &str| {
+        c.pointer_mut(pointer).unwrap().as_object_mut().unwrap().remove(member);
+    };
+    let cases: Vec<(&str, Breakage)> = vec![
+        ("rules[0].api", Box::new(|c| c["rules"][0]["api"] = json!("shipping"))),
+        ("rules[0].api", Box::new(move |c| remove(c, "/rules/0", "api"))),
+        ("rules[2].api", Box::new(|c| c["rules"][2]["api"] = json!(null))),
+        ("apis.orders.issuers[0]", Box::new(|c| c["apis"]["orders"]["issuers"] = json!(["mian"]))),
+        ("apis.orders.issuers", Box::new(|c| c["apis"]["orders"]["issuers"] = json!([]))),
+        ("apis.orders.issuers", Box::new(move |c| remove(c, "/apis/orders", "issuers"))),
+        ("apis.partners.issuers[1]", Box::new(|c| c["apis"]["partners"]["issuers"] = json!(["main", "main"]))),
+        ("apis.orders.audiences", Box::new(|c| c["apis"]["orders"]["audiences"] = json!([]))),
+        ("apis.orders.audiences[0]", Box::new(|c| c["apis"]["orders"]["audiences"] = json!([" "]))),
+        ("apis.orders.project_id", Box::new(|c| c["apis"]["orders"]["project_id"] = json!("1 2"))),
+        ("apis.orders.role_claims[1]", Box::new(|c| c["apis"]["orders"]["role_claims"] = json!(["a", ""]))),
+        (
+            "apis.orders.identity_headers.subject",
+            Box::new(|c| c["apis"]["orders"]["identity_headers"] = json!({"subject": "Authorization"})),
+        ),
+        (
+            "apis.orders.claim_headers.x-auth-subject",
+            Box::new(|c| c["apis"]["orders"]["claim_headers"] = json!({"x-auth-subject": "sub"})),
+        ),
+        (
+            "apis.orders.claim_headers.x_org",
+            Box::new(|c| c["apis"]["orders"]["claim_headers"] = json!({"x_org": "org"})),
+        ),
+        (
+            "apis.orders.claim_headers.cookie",
+            Box::new(|c| c["apis"]["orders"]["claim_headers"] = json!({"cookie": "org"})),
+        ),
+        ("apis.orders.claim_headers.x-org", Box::new(|c| c["apis"]["orders"]["claim_headers"] = json!({"x-org": ""}))),
+        ("apis.orders.claim_headers.x-org", Box::new(|c| c["apis"]["orders"]["claim_headers"] = json!({"x-org": 7}))),
+        (
+            "apis.orders.claim_headers",
+            Box::new(|c| {
+                c["apis"]["orders"]["claim_headers"] =
+                    Value::Object((0..33).map(|i| (format!("x-c{i}"), json!("c"))).collect())
+            }),
+        ),
+        ("apis.orders.scopes", Box::new(|c| c["apis"]["orders"]["scopes"] = json!(["x"]))),
+        ("apis.Orders", Box::new(|c| c["apis"]["Orders"] = json!({"audiences": ["1"], "issuers": ["main"]}))),
+        ("issuers.main.issuer", Box::new(|c| c["issuers"]["main"]["issuer"] = json!("main.example"))),
+        ("issuers.partner.issuer", Box::new(|c| c["issuers"]["partner"]["issuer"] = json!("https://main.example"))),
+        ("issuers.main.introspection.cluster", Box::new(|c| c["issuers"]["main"]["introspection"] = json!({}))),
+        (
+            "issuers.main.introspection.timeout_ms",
+            Box::new(|c| c["issuers"]["main"]["introspection"]["timeout_ms"] = json!(0)),
+        ),
+        (
+            "issuers.main.client_auth.client_secret",
+            Box::new(|c| {
+                c["issuers"]["main"]["client_auth"] = json!({"method": "client_secret_basic", "client_id": "a"})
+            }),
+        ),
+        (
+            "issuers.main.client_auth.key_env",
+            Box::new(|c| {
+                c["issuers"]["main"]["client_auth"] = json!({"method": "private_key_jwt", "key_env": "MISSING"})
+            }),
+        ),
+        ("issuers.main.client_auth", Box::new(move |c| remove(c, "/issuers/main", "client_auth"))),
+        ("issuers.a b", Box::new(|c| c["issuers"]["a b"] = c["issuers"]["main"].clone())),
+        ("issuers", Box::new(|c| c["issuers"] = json!({}))),
+        ("apis", Box::new(|c| c["apis"] = json!({}))),
+        ("apis", Box::new(move |c| remove(c, "", "apis"))),
+        ("issuers", Box::new(move |c| remove(c, "", "issuers"))),
+        ("issuer", Box::new(|c| c["issuer"] = json!("https://main.example"))),
+        ("audiences", Box::new(|c| c["audiences"] = json!(["100"]))),
+        ("claim_headers", Box::new(|c| c["claim_headers"] = json!({"x-org": "org"}))),
+        ("unmatched", Box::new(|c| c["unmatched"] = json!("authenticated"))),
+        ("rules[0].host", Box::new(|c| c["rules"][0]["host"] = json!("user@orders.example.com"))),
+        ("rules[0].host", Box::new(|c| c["rules"][0]["host"] = json!("127.1"))),
+        ("rules[0].host", Box::new(|c| c["rules"][0]["host"] = json!("orders.*.com"))),
+        ("rules[0].host", Box::new(|c| c["rules"][0]["host"] = json!(""))),
+        ("rules[0].host", Box::new(|c| c["rules"][0]["host"] = json!(["a.example"]))),
+    ];
+    for (field, break_it) in cases {
+        let mut config = gateway();
+        break_it(&mut config);
+        match parse_value(&config) {
+            Ok(_) => panic!("config with broken `{field}` was accepted"),
+            Err(err) => {
+                assert_eq!(err.field, field, "{err}");
+                assert!(err.to_string().contains(&format!("`{field}`")), "{err}");
+                assert!(!err.to_string().contains("s3cret"), "{err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn shorthand_rules_may_not_name_an_api() {
+    let mut config = valid();
+    config["rules"][0]["api"] = json!("default");
+    assert_eq!(parse_value(&config).err().map(|e| e.field), Some("rules[0].api".into()));
+}
+
+#[test]
+fn repeated_members_are_refused_naming_the_path() {
+    let cases = [
+        (r#"{"issuer": "a", "issuer": "b"}"#, "issuer"),
+        (r#"{"issuers": {"main": {}, "main": {}}}"#, "issuers.main"),
+        (r#"{"rules": [{"path": "/a", "path": "/b"}]}"#, "rules[0].path"),
+        (r#"{"client_auth": {"key": {"key": "a", "key": "b"}}}"#, "client_auth.key.key"),
+    ];
+    for (text, field) in cases {
+        let err = parse(text.as_bytes(), &no_env).err().unwrap();
+        assert_eq!(err.field, field, "{err}");
+        assert!(err.problem.contains("twice"), "{err}");
+    }
+}
+
+/// A key file whose members repeat could hand two readers two keys.
+#[test]
+fn key_file_from_the_environment_is_read_strictly() {
+    let mut config = valid();
+    config["client_auth"] = json!({"method": "private_key_jwt", "key_env": "KEY"});
+    let doubled = key_file().to_string().replacen('{', "{\"keyId\": \"other\", ", 1);
+    let env = |name: &str| (name == "KEY").then(|| doubled.clone());
+    let err = parse(config.to_string().as_bytes(), &env).err().unwrap();
+    assert_eq!(err.field, "client_auth.key_env (KEY)");
+}
+
+#[test]
+fn not_json_at_all_is_reported() {
+    let err = parse(b"issuer: x", &no_env).err().unwrap();
+    assert_eq!(err.field, "(configuration)");
+}

@@ -1,0 +1,237 @@
+//! What happens to a request, as plain functions of the request, the
+//! compiled policy and the issuers' verdicts. Nothing here touches the host:
+//! the engine (`engine`) finds the verdicts (in the cache, from a call under
+//! way, or by calling the issuer) and carries the decision out.
+//!
+//! [`start`] reads the request: host, path, rule, token, and which issuers
+//! may be asked about it. A [`Check`] then takes one verdict per issuer, in
+//! order, until one decides: a valid verdict from a trusted issuer decides at
+//! once (the API's own audiences and roles are checked against it, cached or
+//! not); invalid verdicts and failures move on to the next issuer.
+
+use crate::authority::canonical_authority;
+use crate::introspection::{Identity, Rejection, Verdict};
+use crate::path::canonical_path;
+use crate::policy::{ApiId, IssuerId, Policy};
+use crate::response::Denial;
+use crate::rules::{Access, Target};
+use crate::token::{bearer_token, token_shape, TokenError, TokenShape};
+
+/// The parts of a request the decision reads, as the host gave them.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a [u8],
+    pub authority: &'a [u8],
+    pub path: &'a [u8],
+    pub authorization: Option<&'a [u8]>,
+}
+
+/// What to do with a request before any verdict.
+#[derive(Debug)]
+pub enum Start {
+    Deny(Denial),
+    /// Forward it, without any of the forwarded headers a client may have sent.
+    Public,
+    /// Find out whether its token is valid for the rule's API.
+    Check(Check),
+}
+
+/// Reads a request (see the module documentation).
+pub fn start(policy: &Policy, request: &Request<'_>) -> Start {
+    let authority = match canonical_authority(request.authority) {
+        Ok(authority) => authority,
+        Err(err) => return Start::Deny(Denial::BadHost(err)),
+    };
+    let path = match canonical_path(request.path) {
+        Ok(path) => path,
+        Err(err) => return Start::Deny(Denial::BadPath(err)),
+    };
+    // A method that is not UTF-8 matches no rule that names methods.
+    let method = std::str::from_utf8(request.method).unwrap_or_default();
+    let (api_id, access) = match policy.rules.target_for(&authority, method, &path) {
+        None => return Start::Deny(Denial::NoRule),
+        Some(Target::Public) => return Start::Public,
+        Some(Target::Api { api, access }) => (*api, access),
+    };
+    let Some(api) = policy.api(api_id) else {
+        return Start::Deny(Denial::IssuerUnavailable);
+    };
+    let header = match request.authorization.map(std::str::from_utf8) {
+        None => None,
+        Some(Ok(value)) => Some(value),
+        Some(Err(_)) => return Start::Deny(Denial::MalformedToken),
+    };
+    let token = match bearer_token(header) {
+        Ok(token) => token,
+        Err(TokenError::Missing) => return Start::Deny(Denial::MissingToken),
+        Err(TokenError::Malformed) => return Start::Deny(Denial::MalformedToken),
+    };
+    let candidates = match token_shape(token) {
+        TokenShape::Opaque => api.issuers.iter().map(|trusted| trusted.id).collect(),
+        TokenShape::Jwt { issuer } => {
+            let named = api.issuers.iter().find(|t| policy.issuer(t.id).is_some_and(|i| i.url() == issuer));
+            match named {
+                Some(trusted) => vec![trusted.id],
+                None => return Start::Deny(Denial::InvalidToken(Rejection::UntrustedIssuer)),
+            }
+        }
+        TokenShape::JwtWithoutIssuer => return Start::Deny(Denial::InvalidToken(Rejection::NoIssuer)),
+    };
+    Start::Check(Check {
+        api: api_id,
+        access: access.clone(),
+        token: token.to_owned(),
+        candidates,
+        next: 0,
+        failure: None,
+        rejection: None,
+    })
+}
+
+/// Why an issuer gave no verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The call failed or its answer was unusable.
+    Unavailable,
+    /// `max_in_flight` calls to the issuer were under way already.
+    Overloaded,
+}
+
+/// A token being checked for one API, one issuer at a time.
+#[derive(Debug)]
+pub struct Check {
+    api: ApiId,
+    access: Access,
+    token: String,
+    /// The issuers to ask, in order: the one a JWT names, or all the API's.
+    candidates: Vec<IssuerId>,
+    next: usize,
+    failure: Option<Failure>,
+    rejection: Option<Rejection>,
+}
+
+/// What a check needs next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step<'p> {
+    /// A verdict from this issuer.
+    Ask(IssuerId),
+    Done(Decision<'p>),
+}
+
+/// The end of a request's check.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision<'p> {
+    Admit(Admission<'p>),
+    Deny(Denial),
+}
+
+/// The headers an admitted request goes upstream with.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Admission<'p> {
+    /// The API's identity and claim headers: each replaces whatever the
+    /// client sent, and `None` (nothing to forward) removes it.
+    pub set: Vec<(&'p str, Option<String>)>,
+    /// Headers other APIs forward: removed.
+    pub remove: &'p [String],
+}
+
+impl Check {
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The issuers after the one [`Check::step`] asks.
+    pub fn later(&self) -> &[IssuerId] {
+        self.candidates.get(self.next.saturating_add(1)..).unwrap_or_default()
+    }
+
+    /// Admits on a valid verdict of one of the [`Check::later`] issuers,
+    /// found in the cache: any trusted issuer's valid verdict decides, so the
+    /// earlier ones need not be asked again.
+    pub fn admit_with<'p>(&self, policy: &'p Policy, issuer: IssuerId, identity: &Identity) -> Decision<'p> {
+        admit(policy, self.api, issuer, identity, &self.access)
+    }
+
+    /// The issuer to ask now, or how the check ends when none is left.
+    pub fn step(&self) -> Step<'static> {
+        if let Some(&issuer) = self.candidates.get(self.next) {
+            return Step::Ask(issuer);
+        }
+        Step::Done(Decision::Deny(match self.failure {
+            // Some issuer could not answer: the token might be valid there.
+            Some(Failure::Unavailable) => Denial::IssuerUnavailable,
+            Some(Failure::Overloaded) => Denial::Overloaded,
+            None => Denial::InvalidToken(self.rejection.unwrap_or(Rejection::Inactive)),
+        }))
+    }
+
+    /// Takes the current issuer's verdict, or its failure. A valid verdict
+    /// decides; anything else moves on to the next issuer (see [`Check::step`]).
+    pub fn record<'p>(&mut self, policy: &'p Policy, outcome: Result<&Verdict, Failure>) -> Option<Decision<'p>> {
+        let issuer = self.candidates.get(self.next).copied();
+        self.next = self.next.saturating_add(1);
+        match (outcome, issuer) {
+            (Ok(Verdict::Valid(identity)), Some(issuer)) => {
+                return Some(admit(policy, self.api, issuer, identity, &self.access));
+            }
+            // "Inactive" is what every issuer says of a token it did not mint;
+            // anything more specific is the better answer.
+            (Ok(Verdict::Invalid(rejection)), _) => {
+                if self.rejection.is_none_or(|kept| kept == Rejection::Inactive) {
+                    self.rejection = Some(*rejection);
+                }
+            }
+            (Err(failure), _) => {
+                self.failure.get_or_insert(failure);
+            }
+            (Ok(Verdict::Valid(_)), None) => {
+                self.failure.get_or_insert(Failure::Unavailable);
+            }
+        }
+        None
+    }
+}
+
+/// An API's own checks on a verdict its trusted `issuer` gave: audiences and
+/// the route's roles, then the headers to forward. Runs on every request.
+pub fn admit<'p>(
+    policy: &'p Policy,
+    api: ApiId,
+    issuer: IssuerId,
+    identity: &Identity,
+    access: &Access,
+) -> Decision<'p> {
+    let Some((api, trusted)) = policy.api(api).and_then(|api| Some((api, api.trusted(issuer)?))) else {
+        return Decision::Deny(Denial::InvalidToken(Rejection::UntrustedIssuer));
+    };
+    if !identity.audiences.iter().any(|aud| api.audiences.contains(aud)) {
+        return Decision::Deny(Denial::InvalidToken(Rejection::WrongAudience));
+    }
+    let mut roles: Vec<&String> = Vec::new();
+    for role in trusted.role_claims.iter().filter_map(|&at| identity.roles.get(at)).flatten() {
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
+    if let Access::AnyRole(required) = access {
+        if !required.iter().any(|r| roles.contains(&r)) {
+            return Decision::Deny(Denial::InsufficientRole(required.clone()));
+        }
+    }
+    let joined = roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
+    let headers = &api.identity_headers;
+    let some = |value: &str| Some(value.to_owned()).filter(|v| !v.is_empty());
+    let mut set = vec![
+        (headers.subject.as_str(), some(&identity.subject)),
+        (headers.client_id.as_str(), some(&identity.client_id)),
+        (headers.roles.as_str(), some(&joined)),
+    ];
+    for (header, at) in &trusted.claim_headers {
+        set.push((header.as_str(), identity.claims.get(*at).cloned().flatten()));
+    }
+    Decision::Admit(Admission { set, remove: &api.foreign_headers })
+}
+
+#[cfg(test)]
+#[path = "decision_tests.rs"]
+pub(crate) mod tests;

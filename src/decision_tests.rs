@@ -1,0 +1,287 @@
+//! The decision on its own: requests and verdicts in, denials and headers out.
+//! `gateway()` is shared with the engine's tests.
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use serde_json::json;
+
+use super::*;
+use crate::authority::HostError;
+use crate::config;
+use crate::path::PathError;
+
+pub(crate) const MAIN: &str = "https://main.example";
+pub(crate) const PARTNER: &str = "https://partner.example";
+pub(crate) const ORG_CLAIM: &str = "urn:zitadel:iam:user:resourceowner:id";
+
+/// One gateway, three services: `orders` (project 100) and `billing` (200) of
+/// the main instance, `partners` (300), which trusts the partner's instance
+/// first and the main one second.
+pub(crate) fn gateway() -> Policy {
+    let basic = |id: &str| json!({"method": "client_secret_basic", "client_id": id, "client_secret": "s3cret"});
+    let config = json!({
+        "issuers": {
+            "main": {"issuer": MAIN, "introspection": {"cluster": "main", "max_in_flight": 2}, "client_auth": basic("api@main")},
+            "partner": {"issuer": PARTNER, "introspection": {"cluster": "partner"}, "client_auth": basic("api@partner")}
+        },
+        "apis": {
+            "orders": {"audiences": ["100"], "project_id": "100", "issuers": ["main"],
+                       "claim_headers": {"x-auth-org": ORG_CLAIM}},
+            "billing": {"audiences": ["200"], "project_id": "200", "issuers": ["main"]},
+            "partners": {"audiences": ["300"], "project_id": "300", "issuers": ["partner", "main"]}
+        },
+        "rules": [
+            {"host": "orders.example.com", "prefix": "/", "api": "orders", "access": "authenticated"},
+            {"host": "billing.example.com", "path": "/health", "access": "public"},
+            {"host": "billing.example.com", "prefix": "/", "api": "billing", "access": "roles", "roles": ["billing:read"]},
+            {"host": "*.partners.example.com", "prefix": "/", "api": "partners", "access": "authenticated"}
+        ],
+        "cache": {"slots": 64}
+    });
+    config::parse(config.to_string().as_bytes(), &|_| None).expect("the gateway configuration compiles")
+}
+
+pub(crate) const ORDERS: ApiId = ApiId(1);
+pub(crate) const BILLING: ApiId = ApiId(0);
+pub(crate) const MAIN_ID: IssuerId = IssuerId(0);
+pub(crate) const PARTNER_ID: IssuerId = IssuerId(1);
+
+/// A JWT-shaped token naming `iss` (its signature is not checked by the filter).
+pub(crate) fn jwt(iss: &str) -> String {
+    let part = |value: serde_json::Value| Base64UrlUnpadded::encode_string(value.to_string().as_bytes());
+    format!("{}.{}.c2ln", part(json!({"alg": "RS256"})), part(json!({"iss": iss, "sub": "u"})))
+}
+
+/// What an issuer's verdict keeps of a token for `aud` with `roles` in
+/// project `project`'s claim, as `policy`'s issuer `issuer` extracts it.
+pub(crate) fn identity(policy: &Policy, issuer: IssuerId, aud: &str, project: &str, roles: &[&str]) -> Identity {
+    let extraction = &policy.issuers[issuer.0].extraction;
+    let claim = format!("urn:zitadel:iam:org:project:{project}:roles");
+    Identity {
+        subject: "user-1".into(),
+        client_id: "client-1".into(),
+        audiences: extraction.audiences.iter().filter(|a| *a == aud).cloned().collect(),
+        roles: extraction
+            .role_claims
+            .iter()
+            .map(|c| if *c == claim { roles.iter().map(|r| r.to_string()).collect() } else { vec![] })
+            .collect(),
+        claims: extraction.header_claims.iter().map(|c| (c == ORG_CLAIM).then(|| "org-9".to_string())).collect(),
+        expires_at: Some(2_000_000_000),
+    }
+}
+
+fn request<'a>(host: &'a str, path: &'a str, authorization: Option<&'a str>) -> Request<'a> {
+    Request {
+        method: b"GET",
+        authority: host.as_bytes(),
+        path: path.as_bytes(),
+        authorization: authorization.map(str::as_bytes),
+    }
+}
+
+fn start_with(policy: &Policy, host: &str, path: &str, token: &str) -> Start {
+    let header = format!("Bearer {token}");
+    start(policy, &request(host, path, Some(&header)))
+}
+
+fn check(policy: &Policy, host: &str, token: &str) -> Check {
+    match start_with(policy, host, "/x", token) {
+        Start::Check(check) => check,
+        other => panic!("no check: {other:?}"),
+    }
+}
+
+fn denial(start: Start) -> Denial {
+    match start {
+        Start::Deny(denial) => denial,
+        other => panic!("not denied: {other:?}"),
+    }
+}
+
+#[test]
+fn start_refuses_bad_hosts_and_paths_first() {
+    let policy = gateway();
+    assert_eq!(
+        denial(start(&policy, &request("orders.example.com@evil", "/x", None))),
+        Denial::BadHost(HostError::Userinfo)
+    );
+    assert_eq!(denial(start(&policy, &request("", "/x", None))), Denial::BadHost(HostError::Empty));
+    assert_eq!(
+        denial(start(&policy, &request("orders.example.com", "/a%2fb", None))),
+        Denial::BadPath(PathError::AmbiguousEscape)
+    );
+}
+
+#[test]
+fn start_matches_host_then_path() {
+    let policy = gateway();
+    assert!(matches!(start(&policy, &request("BILLING.example.com.", "/health", None)), Start::Public));
+    assert_eq!(denial(start(&policy, &request("billing.example.com", "/other", None))), Denial::MissingToken);
+    assert_eq!(denial(start(&policy, &request("shipping.example.com", "/health", None))), Denial::NoRule);
+    assert_eq!(denial(start(&policy, &request("partners.example.com", "/x", None))), Denial::NoRule);
+    assert_eq!(
+        denial(start(&policy, &request("eu.partners.example.com", "/x", Some("Basic x")))),
+        Denial::MalformedToken
+    );
+    let not_utf8 = Request { authorization: Some(b"Bearer \xff"), ..request("orders.example.com", "/x", None) };
+    assert_eq!(denial(start(&policy, &not_utf8)), Denial::MalformedToken);
+}
+
+#[test]
+fn opaque_token_is_tried_at_the_apis_issuers_in_order() {
+    let policy = gateway();
+    let check = check(&policy, "eu.partners.example.com", "opaque-token");
+    assert_eq!(check.step(), Step::Ask(PARTNER_ID));
+    assert_eq!(check.later(), [MAIN_ID]);
+    assert_eq!(check.token(), "opaque-token");
+}
+
+#[test]
+fn jwt_is_asked_only_at_the_trusted_issuer_it_names() {
+    let policy = gateway();
+    let at_partners = check(&policy, "eu.partners.example.com", &jwt(MAIN));
+    assert_eq!(at_partners.step(), Step::Ask(MAIN_ID));
+    assert!(at_partners.later().is_empty());
+    // Orders trusts only main: the partner's JWT is refused without a call.
+    let untrusted = start_with(&policy, "orders.example.com", "/x", &jwt(PARTNER));
+    assert_eq!(denial(untrusted), Denial::InvalidToken(Rejection::UntrustedIssuer));
+    let unknown = start_with(&policy, "orders.example.com", "/x", &jwt("https://evil.example"));
+    assert_eq!(denial(unknown), Denial::InvalidToken(Rejection::UntrustedIssuer));
+    // An issuer URL is compared exactly: no trailing slash, no case folding.
+    let slash = start_with(&policy, "orders.example.com", "/x", &jwt("https://main.example/"));
+    assert_eq!(denial(slash), Denial::InvalidToken(Rejection::UntrustedIssuer));
+}
+
+#[test]
+fn jwt_without_issuer_is_refused_without_a_call() {
+    let policy = gateway();
+    let part = |value: serde_json::Value| Base64UrlUnpadded::encode_string(value.to_string().as_bytes());
+    let token = format!("{}.{}.c2ln", part(json!({"alg": "RS256"})), part(json!({"sub": "u"})));
+    assert_eq!(
+        denial(start_with(&policy, "orders.example.com", "/x", &token)),
+        Denial::InvalidToken(Rejection::NoIssuer)
+    );
+}
+
+#[test]
+fn valid_verdict_admits_with_the_apis_headers() {
+    let policy = gateway();
+    let mut check = check(&policy, "orders.example.com", "t");
+    let verdict = Verdict::Valid(identity(&policy, MAIN_ID, "100", "100", &["orders:write"]));
+    let Some(Decision::Admit(admission)) = check.record(&policy, Ok(&verdict)) else { panic!("not admitted") };
+    assert_eq!(
+        admission.set,
+        [
+            ("x-auth-subject", Some("user-1".to_string())),
+            ("x-auth-client-id", Some("client-1".to_string())),
+            ("x-auth-roles", Some("orders:write".to_string())),
+            ("x-auth-org", Some("org-9".to_string())),
+        ]
+    );
+    assert!(admission.remove.is_empty());
+}
+
+#[test]
+fn token_for_one_api_is_refused_at_another() {
+    let policy = gateway();
+    let billing_token = Verdict::Valid(identity(&policy, MAIN_ID, "200", "200", &["billing:read"]));
+    let mut at_orders = check(&policy, "orders.example.com", "t");
+    assert_eq!(
+        at_orders.record(&policy, Ok(&billing_token)),
+        Some(Decision::Deny(Denial::InvalidToken(Rejection::WrongAudience)))
+    );
+}
+
+/// Roles count only from the API's own project claim: a token that names
+/// billing's project but holds `billing:read` in the orders project is refused.
+#[test]
+fn roles_are_read_from_the_apis_own_claims() {
+    let policy = gateway();
+    let mut check = check(&policy, "billing.example.com", "t");
+    let other_project_roles = Verdict::Valid(identity(&policy, MAIN_ID, "200", "100", &["billing:read"]));
+    assert_eq!(
+        check.record(&policy, Ok(&other_project_roles)),
+        Some(Decision::Deny(Denial::InsufficientRole(vec!["billing:read".into()])))
+    );
+    let mut check = check_at_billing(&policy);
+    let own = Verdict::Valid(identity(&policy, MAIN_ID, "200", "200", &["billing:read", "billing:read"]));
+    let Some(Decision::Admit(admission)) = check.record(&policy, Ok(&own)) else { panic!("not admitted") };
+    assert!(admission.set.contains(&("x-auth-roles", Some("billing:read".into()))));
+    // Billing forwards no org: the header another API forwards is removed.
+    assert_eq!(admission.remove, ["x-auth-org"]);
+}
+
+fn check_at_billing(policy: &Policy) -> Check {
+    check(policy, "billing.example.com", "t")
+}
+
+#[test]
+fn empty_identity_values_remove_their_headers() {
+    let policy = gateway();
+    let mut check = check(&policy, "orders.example.com", "t");
+    let mut bare = identity(&policy, MAIN_ID, "100", "100", &[]);
+    bare.subject.clear();
+    bare.claims = vec![None];
+    let Some(Decision::Admit(admission)) = check.record(&policy, Ok(&Verdict::Valid(bare))) else { panic!() };
+    assert_eq!(admission.set[0], ("x-auth-subject", None));
+    assert_eq!(admission.set[2], ("x-auth-roles", None));
+    assert_eq!(admission.set[3], ("x-auth-org", None));
+}
+
+#[test]
+fn check_moves_on_after_an_invalid_verdict_or_a_failure() {
+    let policy = gateway();
+    let inactive = Verdict::Invalid(Rejection::Inactive);
+    let valid = Verdict::Valid(identity(&policy, MAIN_ID, "300", "300", &[]));
+
+    let mut second_wins = check(&policy, "eu.partners.example.com", "t");
+    assert_eq!(second_wins.record(&policy, Ok(&inactive)), None);
+    assert_eq!(second_wins.step(), Step::Ask(MAIN_ID));
+    assert!(matches!(second_wins.record(&policy, Ok(&valid)), Some(Decision::Admit(_))));
+
+    let mut none = check(&policy, "eu.partners.example.com", "t");
+    assert_eq!(none.record(&policy, Ok(&inactive)), None);
+    assert_eq!(none.record(&policy, Ok(&inactive)), None);
+    assert_eq!(none.step(), Step::Done(Decision::Deny(Denial::InvalidToken(Rejection::Inactive))));
+
+    let mut specific = check(&policy, "eu.partners.example.com", "t");
+    specific.record(&policy, Ok(&Verdict::Invalid(Rejection::Expired)));
+    specific.record(&policy, Ok(&inactive));
+    assert_eq!(specific.step(), Step::Done(Decision::Deny(Denial::InvalidToken(Rejection::Expired))));
+
+    // One issuer could not answer and the other said no: nothing is known.
+    let mut unknown = check(&policy, "eu.partners.example.com", "t");
+    unknown.record(&policy, Err(Failure::Unavailable));
+    unknown.record(&policy, Ok(&inactive));
+    assert_eq!(unknown.step(), Step::Done(Decision::Deny(Denial::IssuerUnavailable)));
+
+    // ... but a valid verdict from a trusted issuer still decides.
+    let mut despite = check(&policy, "eu.partners.example.com", "t");
+    despite.record(&policy, Err(Failure::Overloaded));
+    assert!(matches!(despite.record(&policy, Ok(&valid)), Some(Decision::Admit(_))));
+
+    let mut overloaded = check(&policy, "orders.example.com", "t");
+    overloaded.record(&policy, Err(Failure::Overloaded));
+    assert_eq!(overloaded.step(), Step::Done(Decision::Deny(Denial::Overloaded)));
+}
+
+#[test]
+fn admit_with_an_issuer_the_api_does_not_trust_is_refused() {
+    let policy = gateway();
+    let verdict = identity(&policy, PARTNER_ID, "300", "300", &[]);
+    assert_eq!(
+        admit(&policy, ORDERS, PARTNER_ID, &verdict, &Access::Authenticated),
+        Decision::Deny(Denial::InvalidToken(Rejection::UntrustedIssuer))
+    );
+    let _ = BILLING;
+}
+
+#[test]
+fn any_one_required_role_suffices() {
+    let policy = gateway();
+    for (held, admitted) in [(&["billing:read"][..], true), (&["billing:write"][..], false), (&[][..], false)] {
+        let mut check = check_at_billing(&policy);
+        let verdict = Verdict::Valid(identity(&policy, MAIN_ID, "200", "200", held));
+        assert_eq!(matches!(check.record(&policy, Ok(&verdict)), Some(Decision::Admit(_))), admitted, "{held:?}");
+    }
+}

@@ -1,0 +1,414 @@
+//! A request's life in the filter: decided at once, or paused until verdicts
+//! arrive from the cache, from another request's call, or from the issuer.
+//! Plain Rust over the [`Host`] trait, so host tests run it whole, with
+//! several engines sharing one store as Envoy's workers share shared data.
+//!
+//! A request whose verdict is not cached either leads (calls the issuer) or
+//! waits for the leader of the same issuer and token (see `coalesce`).
+//! Waiters on the leader's VM are answered the moment its verdict arrives;
+//! waiters on other VMs see it on their VM's next tick. A paused request is
+//! answered from outside its own callback by making it current first
+//! ([`Host::act_as`]), so every step acts on "the current request".
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use log::{debug, error, warn};
+use sha2::{Digest, Sha256};
+
+use crate::cache::{StoreOutcome, VerdictCache};
+use crate::coalesce::{Claim, InFlightTable, LeaderState};
+use crate::decision::{self, Admission, Check, Decision, Failure, Request, Start, Step};
+use crate::host::Host;
+use crate::introspection::{self, IssuerError, IssuerResponse, Verdict};
+use crate::metrics::{Counter, IssuerCounter};
+use crate::policy::{Issuer, IssuerId, Policy};
+use crate::response::Denial;
+use crate::token::TokenHash;
+
+/// How often a VM with waiting requests looks for their leaders' verdicts.
+pub const WAITER_TICK: Duration = Duration::from_millis(5);
+/// A waiter whose leader vanished leads or waits again at most this often.
+const MAX_ATTEMPTS: u8 = 3;
+
+/// The shared-data namespace of a plugin instance, from its name and root
+/// id: shared data is per VM id, and several plugins (two listeners' filters,
+/// say) may share a VM while holding different configurations.
+pub fn namespace(plugin_name: &[u8], root_id: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(plugin_name);
+    hasher.update([0u8]);
+    hasher.update(root_id);
+    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether the current request goes on now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Pause,
+}
+
+/// A request paused until a verdict from `issuer` about its token arrives.
+struct Paused {
+    context_id: u32,
+    check: Check,
+    issuer: IssuerId,
+    hash: TokenHash,
+    attempts: u8,
+    waiting: Waiting,
+}
+
+enum Waiting {
+    /// This request leads: its introspection call is under way.
+    OnCall { call_id: u32, slot: Option<u32> },
+    /// Another request leads; give up on it after `deadline_ms`.
+    OnLeader { slot: u32, deadline_ms: u64 },
+}
+
+/// One VM's filter: the compiled policy, the views of shared data, and the
+/// requests paused on this VM.
+pub struct Engine<H: Host> {
+    host: H,
+    policy: Policy,
+    cache: VerdictCache,
+    /// One per issuer, in the policy's order.
+    in_flight: Vec<InFlightTable>,
+    paused: RefCell<Vec<Paused>>,
+}
+
+impl<H: Host> Engine<H> {
+    /// `namespace` keeps this plugin's shared-data keys apart from other
+    /// plugins on the same VM id.
+    pub fn new(host: H, policy: Policy, namespace: &str) -> Self {
+        let fingerprints = policy.issuers.iter().map(|issuer| issuer.fingerprint).collect();
+        let cache = VerdictCache::new(policy.cache.clone(), namespace, fingerprints);
+        let in_flight: Vec<InFlightTable> = policy
+            .issuers
+            .iter()
+            .map(|issuer| {
+                let timeout_ms = u64::try_from(issuer.endpoint.timeout.as_millis()).unwrap_or(u64::MAX);
+                InFlightTable::new(namespace, &issuer.name, issuer.endpoint.max_in_flight, timeout_ms)
+            })
+            .collect();
+        for table in &in_flight {
+            table.prepare(&host);
+        }
+        Engine { host, policy, cache, in_flight, paused: RefCell::default() }
+    }
+
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// A request's headers are in: answer, forward, or pause it.
+    pub fn on_request_headers(&self, context_id: u32, request: &Request<'_>) -> Flow {
+        match decision::start(&self.policy, request) {
+            Start::Deny(denial) => self.deny(denial),
+            Start::Public => {
+                for name in &self.policy.forwarded_headers {
+                    self.host.set_request_header(name, None);
+                }
+                Flow::Continue
+            }
+            Start::Check(check) => match self.host.now_ms() {
+                Some(now_ms) => self.advance(context_id, check, 0, now_ms),
+                None => {
+                    self.note_issuer_error(None, &IssuerError::Clock);
+                    self.deny(Denial::IssuerUnavailable)
+                }
+            },
+        }
+    }
+
+    /// Whether a request is paused (its body and trailers wait too).
+    pub fn is_paused(&self, context_id: u32) -> bool {
+        self.paused.borrow().iter().any(|p| p.context_id == context_id)
+    }
+
+    /// Takes verdicts for the current request until one decides or it must
+    /// wait. Acts on the current (effective) request, `context_id`.
+    fn advance(&self, context_id: u32, mut check: Check, mut attempts: u8, now_ms: u64) -> Flow {
+        loop {
+            let issuer_id = match check.step() {
+                Step::Done(decision) => return self.conclude(decision),
+                Step::Ask(issuer) => issuer,
+            };
+            let (Some(issuer), Some(table)) = (self.policy.issuer(issuer_id), self.in_flight.get(issuer_id.0)) else {
+                // Cannot happen: every id comes from the same policy.
+                if let Some(decision) = check.record(&self.policy, Err(Failure::Unavailable)) {
+                    return self.conclude(decision);
+                }
+                continue;
+            };
+            let hash = TokenHash::of(issuer.url(), check.token());
+            if let Some(verdict) = self.cache.lookup(&self.host, &hash, issuer.fingerprint, now_ms / 1000) {
+                self.host.count(Counter::CacheHits);
+                if let Some(decision) = check.record(&self.policy, Ok(&verdict)) {
+                    return self.conclude(decision);
+                }
+                attempts = 0;
+                continue;
+            }
+            self.host.count(Counter::CacheMisses);
+            if let Some(decision) = self.cached_later(&check, now_ms) {
+                return self.conclude(decision);
+            }
+            let waiting = match table.claim(&self.host, &hash, now_ms) {
+                Claim::Full => {
+                    warn!(
+                        "issuer {}: {} introspection calls in flight, refusing more",
+                        issuer.name, issuer.endpoint.max_in_flight
+                    );
+                    if let Some(decision) = check.record(&self.policy, Err(Failure::Overloaded)) {
+                        return self.conclude(decision);
+                    }
+                    attempts = 0;
+                    continue;
+                }
+                Claim::Wait { slot } => {
+                    self.host.count(Counter::Coalesced);
+                    self.host.set_tick(WAITER_TICK);
+                    Waiting::OnLeader { slot, deadline_ms: now_ms.saturating_add(table.wait_limit_ms()) }
+                }
+                Claim::Lead { slot } => match self.dispatch(issuer_id, issuer, check.token(), now_ms / 1000) {
+                    Ok(call_id) => Waiting::OnCall { call_id, slot },
+                    Err(err) => {
+                        if let Some(slot) = slot {
+                            table.finish(&self.host, slot, &hash, true, now_ms);
+                        }
+                        self.note_issuer_error(Some(issuer_id), &err);
+                        if let Some(decision) = check.record(&self.policy, Err(Failure::Unavailable)) {
+                            return self.conclude(decision);
+                        }
+                        attempts = 0;
+                        continue;
+                    }
+                },
+            };
+            let paused = Paused { context_id, check, issuer: issuer_id, hash, attempts, waiting };
+            self.paused.borrow_mut().push(paused);
+            return Flow::Pause;
+        }
+    }
+
+    /// A valid verdict a later issuer of the check has cached, applied.
+    fn cached_later(&self, check: &Check, now_ms: u64) -> Option<Decision<'_>> {
+        check.later().iter().find_map(|&id| {
+            let issuer = self.policy.issuer(id)?;
+            let hash = TokenHash::of(issuer.url(), check.token());
+            match self.cache.lookup(&self.host, &hash, issuer.fingerprint, now_ms / 1000)? {
+                Verdict::Valid(identity) => Some(check.admit_with(&self.policy, id, &identity)),
+                Verdict::Invalid(_) => None,
+            }
+        })
+    }
+
+    fn dispatch(&self, id: IssuerId, issuer: &Issuer, token: &str, now: u64) -> Result<u32, IssuerError> {
+        let client_auth = &issuer.client_auth;
+        let signatures_before = client_auth.signatures();
+        let proof = client_auth.proof(now).map_err(|_| IssuerError::Signing)?;
+        if client_auth.signatures() > signatures_before {
+            self.host.count(Counter::Signatures);
+        }
+        let endpoint = &issuer.endpoint;
+        let request = introspection::build_request(&endpoint.authority, &endpoint.path, token, &proof);
+        self.host.count(Counter::Calls);
+        self.host.count_issuer(id, IssuerCounter::Calls);
+        let headers: Vec<(&str, &str)> = request.headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
+        self.host
+            .dispatch(&endpoint.cluster, &headers, request.body.as_bytes(), endpoint.timeout)
+            .ok_or(IssuerError::Dispatch)
+    }
+
+    /// The issuer answered call `call_id`: cache the verdict, release the
+    /// slot, go on with the leader and every waiter of this VM.
+    pub fn on_call_response(&self, call_id: u32, num_headers: usize, body_size: usize) {
+        let leader = {
+            let mut paused = self.paused.borrow_mut();
+            let Some(at) =
+                paused.iter().position(|p| matches!(p.waiting, Waiting::OnCall { call_id: id, .. } if id == call_id))
+            else {
+                return;
+            };
+            paused.swap_remove(at)
+        };
+        let Some(issuer) = self.policy.issuer(leader.issuer) else { return };
+        // Read the answer while the calling context is still the current one.
+        let now_ms = self.host.now_ms();
+        let outcome = match now_ms {
+            Some(now_ms) => self.read_verdict(issuer, num_headers, body_size, now_ms / 1000),
+            None => Err(IssuerError::Clock),
+        };
+        let now_ms = now_ms.unwrap_or_default();
+        if let Ok(verdict) = &outcome {
+            let stored = self.cache.store(&self.host, &leader.hash, issuer.fingerprint, verdict, now_ms / 1000);
+            if stored != StoreOutcome::Stored {
+                debug!("verdict not cached: {stored:?}");
+            }
+        }
+        if let (Waiting::OnCall { slot: Some(slot), .. }, Some(table)) =
+            (&leader.waiting, self.in_flight.get(leader.issuer.0))
+        {
+            table.finish(&self.host, *slot, &leader.hash, outcome.is_err(), now_ms);
+        }
+        if let Err(err) = &outcome {
+            self.note_issuer_error(Some(leader.issuer), err);
+        }
+        let outcome = outcome.as_ref().map_err(|_| Failure::Unavailable);
+        let waiters = self.take_paused(|p| p.hash == leader.hash && matches!(p.waiting, Waiting::OnLeader { .. }));
+        for request in std::iter::once(leader).chain(waiters) {
+            let context_id = request.context_id;
+            self.answer(context_id, |engine| engine.resume_check(context_id, request.check, outcome, now_ms));
+        }
+    }
+
+    /// A paused request's verdict from its issuer is in: decide, or go on to the next issuer.
+    fn resume_check(&self, context_id: u32, mut check: Check, outcome: Result<&Verdict, Failure>, now_ms: u64) -> Flow {
+        match check.record(&self.policy, outcome) {
+            Some(decision) => self.conclude(decision),
+            None => self.advance(context_id, check, 0, now_ms),
+        }
+    }
+
+    /// On each tick: go on with waiters whose leader finished, failed or vanished.
+    pub fn on_tick(&self) {
+        let Some(now_ms) = self.host.now_ms() else { return };
+        for request in self.take_paused(|p| matches!(p.waiting, Waiting::OnLeader { .. })) {
+            let Waiting::OnLeader { slot, deadline_ms } = request.waiting else { continue };
+            let (Some(issuer), Some(table)) =
+                (self.policy.issuer(request.issuer), self.in_flight.get(request.issuer.0))
+            else {
+                continue;
+            };
+            let state = table.leader_state(&self.host, slot, &request.hash, now_ms);
+            if state == LeaderState::Pending && now_ms < deadline_ms {
+                self.paused.borrow_mut().push(request);
+                continue;
+            }
+            let cached = self.cache.lookup(&self.host, &request.hash, issuer.fingerprint, now_ms / 1000);
+            let Paused { context_id, check, attempts, .. } = request;
+            match (state, cached) {
+                (LeaderState::Failed, _) => self.answer(context_id, |engine| {
+                    engine.resume_check(context_id, check, Err(Failure::Unavailable), now_ms)
+                }),
+                (_, Some(verdict)) => {
+                    self.answer(context_id, |engine| engine.resume_check(context_id, check, Ok(&verdict), now_ms))
+                }
+                // Gone without a cached verdict, or waited too long: ask again.
+                _ if attempts + 1 >= MAX_ATTEMPTS => self.answer(context_id, |engine| {
+                    engine.resume_check(context_id, check, Err(Failure::Unavailable), now_ms)
+                }),
+                _ => self.answer(context_id, |engine| engine.advance(context_id, check, attempts + 1, now_ms)),
+            }
+        }
+        if !self.paused.borrow().iter().any(|p| matches!(p.waiting, Waiting::OnLeader { .. })) {
+            self.host.set_tick(Duration::ZERO);
+        }
+    }
+
+    /// A request's stream ended (client gone) while paused: forget it, and
+    /// free its slot so its waiters need not wait for the stale limit.
+    pub fn on_done(&self, context_id: u32) {
+        for request in self.take_paused(|p| p.context_id == context_id) {
+            let table = self.in_flight.get(request.issuer.0);
+            if let (Waiting::OnCall { slot: Some(slot), .. }, Some(table), Some(now_ms)) =
+                (request.waiting, table, self.host.now_ms())
+            {
+                debug!("a request went away during its introspection call: slot {slot} released");
+                table.finish(&self.host, slot, &request.hash, false, now_ms);
+            }
+        }
+    }
+
+    fn take_paused(&self, mut pick: impl FnMut(&Paused) -> bool) -> Vec<Paused> {
+        let mut paused = self.paused.borrow_mut();
+        let (taken, kept) = std::mem::take(&mut *paused).into_iter().partition(|p| pick(p));
+        *paused = kept;
+        taken
+    }
+
+    /// Runs `decide` as request `context_id` and resumes it if it may go on.
+    fn answer(&self, context_id: u32, decide: impl FnOnce(&Self) -> Flow) {
+        if !self.host.act_as(context_id) {
+            return; // the stream is gone
+        }
+        if decide(self) == Flow::Continue {
+            self.host.resume();
+        }
+    }
+
+    fn read_verdict(
+        &self,
+        issuer: &Issuer,
+        num_headers: usize,
+        body_size: usize,
+        now: u64,
+    ) -> Result<Verdict, IssuerError> {
+        // A call reset after its headers arrived (a truncated body) comes with
+        // no header map at all.
+        if num_headers == 0 {
+            return Err(IssuerError::NoStatus);
+        }
+        if body_size > self.policy.max_response_bytes {
+            return Err(IssuerError::TooLarge);
+        }
+        let header = |name| self.host.call_response_header(name).and_then(|v| String::from_utf8(v).ok());
+        let status = header(":status").and_then(|s| s.parse::<u16>().ok());
+        let content_type = header("content-type");
+        let body = if body_size == 0 { Vec::new() } else { self.host.call_response_body(body_size) };
+        let response = IssuerResponse { status, content_type: content_type.as_deref(), body: &body };
+        introspection::evaluate(response, &issuer.extraction, now)
+    }
+
+    /// Carries a decision out on the current request.
+    fn conclude(&self, decision: Decision<'_>) -> Flow {
+        match decision {
+            Decision::Admit(admission) => self.admit(&admission),
+            Decision::Deny(denial) => self.deny(denial),
+        }
+    }
+
+    fn admit(&self, admission: &Admission<'_>) -> Flow {
+        // Each replaces every copy the client sent; `None` removes them.
+        for (name, value) in &admission.set {
+            self.host.set_request_header(name, value.as_deref());
+        }
+        for name in admission.remove {
+            self.host.set_request_header(name, None);
+        }
+        self.host.count(Counter::Allowed);
+        Flow::Continue
+    }
+
+    fn deny(&self, denial: Denial) -> Flow {
+        debug!("denied: {}", denial.reason());
+        self.host.count(denial.counter());
+        self.host.reply(&denial.reply());
+        Flow::Pause
+    }
+
+    fn note_issuer_error(&self, issuer: Option<IssuerId>, err: &IssuerError) {
+        self.host.count(Counter::IssuerErrors);
+        let name = match issuer.and_then(|id| Some((id, self.policy.issuer(id)?))) {
+            Some((id, issuer)) => {
+                self.host.count_issuer(id, IssuerCounter::Errors);
+                issuer.name.as_str()
+            }
+            None => "-",
+        };
+        if err.needs_operator() {
+            error!("token introspection failed (issuer {name}): {err}");
+        } else {
+            warn!("token introspection failed (issuer {name}): {err}");
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,436 @@
+//! The engine whole, on an in-memory host: several engines sharing one store
+//! are the workers of one Envoy; the issuer is played by the test, which
+//! answers each dispatched call. Tests assert on replies, forwarded headers
+//! and issuer calls, never on the order of host calls.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::cache::tests::MemoryStore;
+use crate::cache::SharedData;
+use crate::decision::tests::{gateway, jwt, MAIN, PARTNER};
+use crate::response::Reply;
+
+/// What all "workers" share: shared data, the clock, and the issuer's inbox.
+#[derive(Default)]
+struct Shared {
+    store: MemoryStore,
+    now_ms: Cell<u64>,
+    calls: RefCell<Vec<Call>>,
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    id: u32,
+    cluster: String,
+    token: String,
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    set: Vec<(String, Option<String>)>,
+    reply: Option<Reply>,
+    resumed: bool,
+}
+
+struct FakeHost {
+    shared: Rc<Shared>,
+    current: Cell<u32>,
+    outcomes: RefCell<HashMap<u32, Outcome>>,
+    response: RefCell<(u16, Vec<u8>)>,
+    ticking: Cell<bool>,
+    counters: RefCell<Vec<Counter>>,
+}
+
+impl SharedData for FakeHost {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.shared.store.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        self.shared.store.set(key, value, cas)
+    }
+}
+
+impl Host for FakeHost {
+    fn now_ms(&self) -> Option<u64> {
+        Some(self.shared.now_ms.get())
+    }
+
+    fn dispatch(&self, cluster: &str, _headers: &[(&str, &str)], body: &[u8], _timeout: Duration) -> Option<u32> {
+        let body = String::from_utf8(body.to_vec()).ok()?;
+        let encoded = body.strip_prefix("token=")?.split('&').next()?;
+        let token = encoded.replace("%2B", "+").replace("%2F", "/").replace("%3D", "=");
+        let mut calls = self.shared.calls.borrow_mut();
+        let id = u32::try_from(calls.len()).ok()? + 1;
+        calls.push(Call { id, cluster: cluster.to_string(), token });
+        Some(id)
+    }
+
+    fn call_response_header(&self, name: &str) -> Option<Vec<u8>> {
+        match name {
+            ":status" => Some(self.response.borrow().0.to_string().into_bytes()),
+            "content-type" => Some(b"application/json".to_vec()),
+            _ => None,
+        }
+    }
+
+    fn call_response_body(&self, size: usize) -> Vec<u8> {
+        self.response.borrow().1.iter().take(size).copied().collect()
+    }
+
+    fn set_tick(&self, period: Duration) {
+        self.ticking.set(!period.is_zero());
+    }
+
+    fn act_as(&self, context_id: u32) -> bool {
+        self.current.set(context_id);
+        true
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        let mut outcomes = self.outcomes.borrow_mut();
+        let outcome = outcomes.entry(self.current.get()).or_default();
+        outcome.set.push((name.to_string(), value.map(str::to_string)));
+    }
+
+    fn reply(&self, reply: &Reply) {
+        self.outcomes.borrow_mut().entry(self.current.get()).or_default().reply = Some(reply.clone());
+    }
+
+    fn resume(&self) {
+        self.outcomes.borrow_mut().entry(self.current.get()).or_default().resumed = true;
+    }
+
+    fn count(&self, counter: Counter) {
+        self.counters.borrow_mut().push(counter);
+    }
+
+    fn count_issuer(&self, _issuer: IssuerId, _counter: IssuerCounter) {}
+}
+
+const NOW_MS: u64 = 1_800_000_000_000;
+
+fn shared() -> Rc<Shared> {
+    let shared = Shared::default();
+    shared.now_ms.set(NOW_MS);
+    Rc::new(shared)
+}
+
+/// One worker's engine with `policy`, its shared data in `namespace`.
+fn worker_with(shared: &Rc<Shared>, policy: Policy, namespace: &str) -> Engine<FakeHost> {
+    let host = FakeHost {
+        shared: Rc::clone(shared),
+        current: Cell::new(0),
+        outcomes: RefCell::default(),
+        response: RefCell::new((200, Vec::new())),
+        ticking: Cell::new(false),
+        counters: RefCell::default(),
+    };
+    Engine::new(host, policy, namespace)
+}
+
+fn worker(shared: &Rc<Shared>) -> Engine<FakeHost> {
+    worker_with(shared, gateway(), "gateway")
+}
+
+/// Sends request `id` to `host` with `token`.
+fn send(engine: &Engine<FakeHost>, id: u32, host: &str, token: &str) -> Flow {
+    engine.host().current.set(id);
+    let authorization = format!("Bearer {token}");
+    let request = Request {
+        method: b"GET",
+        authority: host.as_bytes(),
+        path: b"/x",
+        authorization: Some(authorization.as_bytes()),
+    };
+    engine.on_request_headers(id, &request)
+}
+
+/// The issuer's answer to call `id`, delivered to the engine that made it.
+fn answer(engine: &Engine<FakeHost>, id: u32, body: &Value) {
+    let bytes = body.to_string().into_bytes();
+    let size = bytes.len();
+    *engine.host().response.borrow_mut() = (200, bytes);
+    engine.on_call_response(id, 2, size);
+}
+
+fn fail(engine: &Engine<FakeHost>, id: u32) {
+    *engine.host().response.borrow_mut() = (503, Vec::new());
+    engine.on_call_response(id, 2, 0);
+}
+
+/// ZITADEL's answer for an active token of `project` with `roles` there.
+fn active(iss: &str, project: &str, roles: &[&str]) -> Value {
+    let roles: serde_json::Map<String, Value> =
+        roles.iter().map(|r| (r.to_string(), json!({"org": "org.example"}))).collect();
+    json!({
+        "active": true, "iss": iss, "aud": [project, format!("app@{project}")], "sub": format!("user-of-{project}"),
+        "client_id": "client", "exp": NOW_MS / 1000 + 3600,
+        format!("urn:zitadel:iam:org:project:{project}:roles"): roles,
+        "urn:zitadel:iam:user:resourceowner:id": "org-1"
+    })
+}
+
+fn calls(shared: &Shared) -> Vec<Call> {
+    shared.calls.borrow().clone()
+}
+
+/// The status a request was answered with: a reply's, or 200 for a request that went upstream.
+fn status(engine: &Engine<FakeHost>, id: u32) -> Option<u32> {
+    let outcomes = engine.host().outcomes.borrow();
+    let outcome = outcomes.get(&id)?;
+    match &outcome.reply {
+        Some(reply) => Some(reply.status),
+        None => outcome.resumed.then_some(200),
+    }
+}
+
+fn description(engine: &Engine<FakeHost>, id: u32) -> String {
+    let outcomes = engine.host().outcomes.borrow();
+    let body = outcomes.get(&id).and_then(|o| o.reply.as_ref()).map(|r| r.body.clone()).unwrap_or_default();
+    serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v["error_description"].as_str().map(str::to_string))
+        .unwrap_or(body)
+}
+
+fn header(engine: &Engine<FakeHost>, id: u32, name: &str) -> Option<String> {
+    let outcomes = engine.host().outcomes.borrow();
+    outcomes.get(&id)?.set.iter().rev().find(|(n, _)| n == name).and_then(|(_, v)| v.clone())
+}
+
+#[test]
+fn miss_then_hit_makes_one_call() {
+    let shared = shared();
+    let vm = worker(&shared);
+    assert_eq!(send(&vm, 1, "orders.example.com", "t-1"), Flow::Pause);
+    let [call] = &calls(&shared)[..] else { panic!("one call") };
+    assert_eq!((call.cluster.as_str(), call.token.as_str()), ("main", "t-1"));
+    answer(&vm, call.id, &active(MAIN, "100", &["orders:write"]));
+    assert_eq!(status(&vm, 1), Some(200));
+    assert_eq!(header(&vm, 1, "x-auth-roles").as_deref(), Some("orders:write"));
+    assert_eq!(header(&vm, 1, "x-auth-org").as_deref(), Some("org-1"));
+    assert_eq!(send(&vm, 2, "orders.example.com", "t-1"), Flow::Continue);
+    assert_eq!(header(&vm, 2, "x-auth-subject").as_deref(), Some("user-of-100"));
+    assert_eq!(calls(&shared).len(), 1);
+}
+
+/// The confusion matrix of issue 8 on the host: a token minted for orders is
+/// refused at billing on the miss path, the hit path and the coalesced path.
+#[test]
+fn token_for_orders_is_refused_at_billing_on_every_path() {
+    let shared = shared();
+    let (vm, other_vm) = (worker(&shared), worker(&shared));
+    let orders_token = active(MAIN, "100", &["billing:read"]);
+
+    // Miss: billing asks the issuer itself, then refuses.
+    send(&vm, 1, "billing.example.com", "orders-token");
+    answer(&vm, 1, &orders_token);
+    assert_eq!((status(&vm, 1), description(&vm, 1).as_str()), (Some(401), "token is not meant for this API"));
+    // Hit: no call, same refusal; orders itself admits from the same entry.
+    assert_eq!(send(&vm, 2, "billing.example.com", "orders-token"), Flow::Pause);
+    assert_eq!(status(&vm, 2), Some(401));
+    assert_eq!(send(&vm, 3, "orders.example.com", "orders-token"), Flow::Continue);
+    assert_eq!(calls(&shared).len(), 1);
+
+    // Coalesced: orders leads; billing waits on the same VM and on another.
+    send(&vm, 4, "orders.example.com", "fresh");
+    send(&vm, 5, "billing.example.com", "fresh");
+    send(&other_vm, 6, "billing.example.com", "fresh");
+    assert_eq!(calls(&shared).len(), 2, "waiters make no calls of their own");
+    assert!(other_vm.host().ticking.get());
+    answer(&vm, 2, &orders_token);
+    assert_eq!((status(&vm, 4), status(&vm, 5)), (Some(200), Some(401)));
+    other_vm.on_tick();
+    assert_eq!(status(&other_vm, 6), Some(401));
+    assert!(!other_vm.host().ticking.get());
+    assert_eq!(calls(&shared).len(), 2);
+}
+
+#[test]
+fn roles_of_one_project_do_not_open_another_projects_route() {
+    let shared = shared();
+    let vm = worker(&shared);
+    // Billing's audience, but billing:read held in the orders project only.
+    let mut answer_body = active(MAIN, "200", &[]);
+    answer_body["urn:zitadel:iam:org:project:100:roles"] = json!({"billing:read": {}});
+    send(&vm, 1, "billing.example.com", "t");
+    answer(&vm, 1, &answer_body);
+    assert_eq!(status(&vm, 1), Some(403));
+}
+
+#[test]
+fn jwt_goes_only_to_the_issuer_it_names() {
+    let shared = shared();
+    let vm = worker(&shared);
+    // Orders trusts main only: the partner's JWT never reaches an issuer.
+    assert_eq!(send(&vm, 1, "orders.example.com", &jwt(PARTNER)), Flow::Pause);
+    assert_eq!(
+        (status(&vm, 1), description(&vm, 1).as_str()),
+        (Some(401), "token is from an issuer this API does not trust")
+    );
+    // Partners trusts both, partner first: a main JWT is asked at main only.
+    send(&vm, 2, "eu.partners.example.com", &jwt(MAIN));
+    let [call] = &calls(&shared)[..] else { panic!("one call") };
+    assert_eq!(call.cluster, "main");
+    answer(&vm, call.id, &active(MAIN, "300", &[]));
+    assert_eq!(status(&vm, 2), Some(200));
+}
+
+#[test]
+fn opaque_token_is_asked_in_order_then_served_from_the_cache() {
+    let shared = shared();
+    let vm = worker(&shared);
+    send(&vm, 1, "eu.partners.example.com", "opaque");
+    answer(&vm, 1, &json!({"active": false}));
+    let asked: Vec<String> = calls(&shared).iter().map(|c| c.cluster.clone()).collect();
+    assert_eq!(asked, ["partner", "main"]);
+    answer(&vm, 2, &active(MAIN, "300", &[]));
+    assert_eq!(status(&vm, 1), Some(200));
+    // Cached: the partner's "no" and main's "yes".
+    assert_eq!(send(&vm, 2, "eu.partners.example.com", "opaque"), Flow::Continue);
+    // The partner's negative entry ends after 10 s; main's valid one does not,
+    // and it decides without asking the partner again.
+    shared.now_ms.set(NOW_MS + 11_000);
+    assert_eq!(send(&vm, 3, "eu.partners.example.com", "opaque"), Flow::Continue);
+    assert_eq!(calls(&shared).len(), 2);
+}
+
+#[test]
+fn what_one_issuer_said_never_answers_for_another() {
+    let shared = shared();
+    let vm = worker(&shared);
+    // The partner vouches for a token at the partners API ...
+    send(&vm, 1, "eu.partners.example.com", "shared-token");
+    answer(&vm, 1, &active(PARTNER, "300", &[]));
+    assert_eq!(status(&vm, 1), Some(200));
+    // ... which says nothing about it at orders, whose issuer is main.
+    assert_eq!(send(&vm, 2, "orders.example.com", "shared-token"), Flow::Pause);
+    let last = calls(&shared).last().cloned().unwrap();
+    assert_eq!(last.cluster, "main");
+    answer(&vm, last.id, &json!({"active": false}));
+    assert_eq!(status(&vm, 2), Some(401));
+}
+
+#[test]
+fn answer_naming_another_issuer_is_refused() {
+    let shared = shared();
+    let vm = worker(&shared);
+    send(&vm, 1, "orders.example.com", "t");
+    answer(&vm, 1, &active(PARTNER, "100", &[]));
+    assert_eq!((status(&vm, 1), description(&vm, 1).as_str()), (Some(401), "token is from another issuer"));
+}
+
+#[test]
+fn one_failing_issuer_and_one_no_is_503() {
+    let shared = shared();
+    let vm = worker(&shared);
+    send(&vm, 1, "eu.partners.example.com", "t");
+    fail(&vm, 1);
+    answer(&vm, 2, &json!({"active": false}));
+    assert_eq!(status(&vm, 1), Some(503));
+}
+
+#[test]
+fn a_failed_leader_fails_its_waiters_on_every_worker() {
+    let shared = shared();
+    let (vm, other_vm) = (worker(&shared), worker(&shared));
+    send(&vm, 1, "orders.example.com", "t");
+    send(&vm, 2, "orders.example.com", "t");
+    send(&other_vm, 3, "orders.example.com", "t");
+    fail(&vm, 1);
+    other_vm.on_tick();
+    assert_eq!([status(&vm, 1), status(&vm, 2), status(&other_vm, 3)], [Some(503); 3]);
+    assert_eq!(calls(&shared).len(), 1);
+}
+
+#[test]
+fn calls_past_an_issuers_cap_get_503() {
+    let shared = shared();
+    let vm = worker(&shared);
+    send(&vm, 1, "orders.example.com", "a");
+    send(&vm, 2, "orders.example.com", "b");
+    send(&vm, 3, "orders.example.com", "c");
+    assert_eq!(
+        (status(&vm, 3), description(&vm, 3).as_str()),
+        (Some(503), "too many token checks under way, try again later")
+    );
+    // The partner's issuer has a cap of its own.
+    send(&vm, 4, "eu.partners.example.com", "d");
+    assert_eq!(calls(&shared).last().map(|c| c.cluster.clone()).as_deref(), Some("partner"));
+}
+
+#[test]
+fn every_forwarded_header_is_removed_on_public_routes() {
+    let shared = shared();
+    let vm = worker(&shared);
+    vm.host().current.set(1);
+    let request = Request { method: b"GET", authority: b"billing.example.com", path: b"/health", authorization: None };
+    assert_eq!(vm.on_request_headers(1, &request), Flow::Continue);
+    let removed: Vec<String> =
+        vm.host().outcomes.borrow()[&1].set.iter().filter(|(_, v)| v.is_none()).map(|(n, _)| n.clone()).collect();
+    assert_eq!(removed, ["x-auth-subject", "x-auth-client-id", "x-auth-roles", "x-auth-org"]);
+}
+
+/// proxy-wasm-cpp-host#203: plugins on one VM id share shared data.
+#[test]
+fn two_plugins_on_one_vm_do_not_share_verdicts() {
+    let shared = shared();
+    let one = worker_with(&shared, gateway(), "plugin-one");
+    let two = worker_with(&shared, gateway(), "plugin-two");
+    send(&one, 1, "orders.example.com", "t");
+    answer(&one, 1, &active(MAIN, "100", &[]));
+    assert_eq!(send(&two, 2, "orders.example.com", "t"), Flow::Pause);
+    assert_eq!(calls(&shared).len(), 2);
+}
+
+#[test]
+fn verdicts_kept_under_an_older_configuration_are_not_used() {
+    let shared = shared();
+    let before = worker(&shared);
+    send(&before, 1, "orders.example.com", "t");
+    answer(&before, 1, &active(MAIN, "100", &[]));
+    // The same plugin reconfigured: orders now takes project 101 instead.
+    let mut policy = gateway();
+    policy.apis[1].audiences = vec!["101".into()];
+    policy.issuers[0].extraction.audiences = vec!["200".into(), "101".into(), "300".into()];
+    policy.issuers[0].fingerprint = crate::compile::fingerprint(&policy.issuers[0].extraction, &policy.cache);
+    let after = worker_with(&shared, policy, "gateway");
+    assert_eq!(send(&after, 2, "orders.example.com", "t"), Flow::Pause);
+    answer(&after, 2, &active(MAIN, "100", &[]));
+    assert_eq!(status(&after, 2), Some(401));
+}
+
+#[test]
+fn a_vanished_leader_lets_a_waiter_call() {
+    let shared = shared();
+    let (vm, other_vm) = (worker(&shared), worker(&shared));
+    send(&vm, 1, "orders.example.com", "t");
+    send(&other_vm, 2, "orders.example.com", "t");
+    vm.on_done(1); // the leader's client went away
+    other_vm.on_tick();
+    assert_eq!(calls(&shared).len(), 2);
+    answer(&other_vm, 2, &active(MAIN, "100", &[]));
+    assert_eq!(status(&other_vm, 2), Some(200));
+    assert_eq!(status(&vm, 1), None);
+}
+
+#[test]
+fn counters_follow_the_path_taken() {
+    let shared = shared();
+    let vm = worker(&shared);
+    send(&vm, 1, "orders.example.com", "t");
+    answer(&vm, 1, &active(MAIN, "100", &[]));
+    send(&vm, 2, "orders.example.com", "t");
+    let counted = vm.host().counters.borrow().clone();
+    let times = |c: Counter| counted.iter().filter(|&&x| x == c).count();
+    assert_eq!(
+        [times(Counter::CacheMisses), times(Counter::Calls), times(Counter::CacheHits), times(Counter::Allowed)],
+        [1, 1, 1, 2]
+    );
+}

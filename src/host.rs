@@ -1,0 +1,44 @@
+//! Everything the filter asks of its host, behind one small trait. The glue
+//! (`filter`) implements it once over proxy-wasm; host tests implement it in
+//! memory, with a clock they set and shared data several "VMs" can share.
+
+use std::time::Duration;
+
+use crate::cache::SharedData;
+use crate::metrics::{Counter, IssuerCounter};
+use crate::policy::IssuerId;
+use crate::response::Reply;
+
+pub trait Host: SharedData {
+    /// Unix time in milliseconds; `None` when the clock is unusable.
+    fn now_ms(&self) -> Option<u64>;
+
+    /// Starts an HTTP call through an Envoy cluster: its id, or `None` when it
+    /// could not be dispatched (an unknown cluster, say).
+    fn dispatch(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout: Duration) -> Option<u32>;
+
+    /// A header of the call response being delivered.
+    fn call_response_header(&self, name: &str) -> Option<Vec<u8>>;
+
+    /// The first `size` bytes of the body of the call response being delivered.
+    fn call_response_body(&self, size: usize) -> Vec<u8>;
+
+    /// Calls `on_tick` every `period` from now on; zero stops it.
+    fn set_tick(&self, period: Duration);
+
+    /// Makes the paused request `context_id` the current one; false if it is gone.
+    fn act_as(&self, context_id: u32) -> bool;
+
+    /// Sets a header of the current request, replacing every copy; `None` removes them.
+    fn set_request_header(&self, name: &str, value: Option<&str>);
+
+    /// Answers the current request with a local reply.
+    fn reply(&self, reply: &Reply);
+
+    /// Lets the current request, paused until now, go on upstream.
+    fn resume(&self);
+
+    fn count(&self, counter: Counter);
+
+    fn count_issuer(&self, issuer: IssuerId, counter: IssuerCounter);
+}
