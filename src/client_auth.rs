@@ -28,7 +28,7 @@ pub const RENEW_BEFORE_SECS: u64 = 60;
 
 pub enum ClientAuth {
     PrivateKeyJwt(Box<AssertionSigner>),
-    ClientSecretBasic { authorization: String },
+    ClientSecretBasic { client_id: String, authorization: String },
 }
 
 impl ClientAuth {
@@ -39,14 +39,23 @@ impl ClientAuth {
         form_encode_into(&mut pair, client_id);
         pair.push(':');
         form_encode_into(&mut pair, client_secret);
-        ClientAuth::ClientSecretBasic { authorization: format!("Basic {}", Base64::encode_string(pair.as_bytes())) }
+        let authorization = format!("Basic {}", Base64::encode_string(pair.as_bytes()));
+        ClientAuth::ClientSecretBasic { client_id: client_id.to_owned(), authorization }
     }
 
     /// The proof to attach to an introspection call made at `now`.
     pub fn proof(&self, now: u64) -> Result<ClientProof, SigningError> {
         match self {
             ClientAuth::PrivateKeyJwt(signer) => signer.assertion(now).map(ClientProof::Assertion),
-            ClientAuth::ClientSecretBasic { authorization } => Ok(ClientProof::BasicHeader(authorization.clone())),
+            ClientAuth::ClientSecretBasic { authorization, .. } => Ok(ClientProof::BasicHeader(authorization.clone())),
+        }
+    }
+
+    /// The client the filter introspects as (not a secret).
+    pub fn client_id(&self) -> &str {
+        match self {
+            ClientAuth::PrivateKeyJwt(signer) => &signer.client_id,
+            ClientAuth::ClientSecretBasic { client_id, .. } => client_id,
         }
     }
 
@@ -381,7 +390,8 @@ pub(crate) mod tests {
     #[test]
     fn basic_credentials_form_encode_the_client_id() {
         let auth = ClientAuth::client_secret_basic("123@demo", "s3cr:t");
-        let ClientAuth::ClientSecretBasic { authorization } = &auth else { panic!() };
+        let ClientAuth::ClientSecretBasic { authorization, .. } = &auth else { panic!() };
+        assert_eq!(auth.client_id(), "123@demo");
         let encoded = authorization.strip_prefix("Basic ").unwrap();
         assert_eq!(Base64::decode_vec(encoded).unwrap(), b"123%40demo:s3cr%3At");
         assert_eq!(auth.signatures(), 0);

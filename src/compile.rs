@@ -57,15 +57,14 @@ pub(crate) fn compile(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Policy, 
     let cache = cache_settings(&raw.cache)?;
     let (raw_issuers, raw_apis, shorthand) = expand(&mut raw)?;
 
+    // Several issuers may share a URL: one ZITADEL instance, introspected with
+    // the API app of each project (ZITADEL answers active only to a client
+    // whose project is in the token's aud).
     let mut issuer_ids = BTreeMap::new();
     let mut names: Vec<String> = Vec::new();
     let mut drafts: Vec<(String, Endpoint, ClientAuth)> = Vec::new();
     for issuer in raw_issuers {
         let url = issuer_url(&issuer)?;
-        if let Some(other) = drafts.iter().position(|(known, ..)| *known == url).and_then(|at| names.get(at)) {
-            return Err(issuer
-                .error("issuer", format!("is also the URL of issuer {other:?}; a token's iss must name one issuer")));
-        }
         let endpoint = endpoint(&issuer, &url)?;
         let field = format!("{}client_auth", issuer.field);
         let client_auth = ClientAuth::from_config(issuer.raw.client_auth, &field, &url, env)?;
@@ -92,8 +91,9 @@ pub(crate) fn compile(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Policy, 
             header_claims: union(trusting.iter().flat_map(|api| api.claim_headers.iter().map(|(_, claim)| claim))),
             clock_skew_secs: raw.clock_skew_seconds,
         };
-        let fingerprint = fingerprint(&extraction, &cache);
-        issuers.push(Issuer { name, endpoint, client_auth, extraction, fingerprint });
+        let fingerprint = fingerprint(&extraction, &endpoint, client_auth.client_id(), &cache);
+        let key_scope = format!("{name}\0{}", extraction.issuer);
+        issuers.push(Issuer { name, endpoint, client_auth, extraction, fingerprint, key_scope });
     }
 
     let forwarded_headers = union(&apis.iter().flat_map(ApiDraft::header_names).collect::<Vec<_>>());
@@ -470,8 +470,9 @@ fn union<'a>(values: impl IntoIterator<Item = &'a String>) -> Vec<String> {
 /// What an issuer's cached verdicts depend on: change any of it and old
 /// entries stop counting. Shared data outlives a reconfiguration, so a
 /// verdict kept under one extraction (its audiences, the claims at each
-/// index) or one TTL must not be read under another.
-pub fn fingerprint(extraction: &Extraction, cache: &CacheSettings) -> u64 {
+/// index), one endpoint, one client or one TTL must not be read under
+/// another. A new key or secret for the same client keeps the verdicts.
+pub fn fingerprint(extraction: &Extraction, endpoint: &Endpoint, client_id: &str, cache: &CacheSettings) -> u64 {
     let numbers = format!("{}/{}/{}", cache.max_ttl_secs, cache.negative_ttl_secs, extraction.clock_skew_secs);
     let mut hasher = Sha256::new();
     let mut part = |text: &str| {
@@ -479,6 +480,9 @@ pub fn fingerprint(extraction: &Extraction, cache: &CacheSettings) -> u64 {
         hasher.update([0u8]);
     };
     part(&extraction.issuer);
+    for text in [&endpoint.cluster, &endpoint.authority, &endpoint.path, client_id] {
+        part(text);
+    }
     for (label, list) in [
         ("\u{1}audiences", &extraction.audiences),
         ("\u{1}roles", &extraction.role_claims),

@@ -168,6 +168,17 @@ fn full_form_resolves_every_name() {
     assert_eq!(policy.rules.rules[3].target, Target::Api { api: ApiId(2), access: Access::Authenticated });
 }
 
+/// One ZITADEL instance, introspected with each project's own API app.
+#[test]
+fn issuers_may_share_a_url() {
+    let mut config = gateway();
+    config["issuers"]["partner"]["issuer"] = json!("https://main.example");
+    let policy = parse_value(&config).unwrap();
+    assert_eq!(policy.issuers[0].url(), policy.issuers[1].url());
+    assert_ne!(policy.issuers[0].token_hash("t"), policy.issuers[1].token_hash("t"));
+    assert_ne!(policy.issuers[0].fingerprint, policy.issuers[1].fingerprint);
+}
+
 #[test]
 fn fingerprint_follows_what_an_issuers_verdicts_keep() {
     let fingerprints = |config: &Value| -> Vec<u64> {
@@ -192,6 +203,17 @@ fn fingerprint_follows_what_an_issuers_verdicts_keep() {
     let mut headers = gateway();
     headers["apis"]["partners"]["identity_headers"] = json!({});
     assert_eq!(fingerprints(&headers), base);
+    // Another client may get other answers (ZITADEL checks that the client's
+    // project is in the token's aud); a new secret for the same client may not.
+    let mut client = gateway();
+    client["issuers"]["main"]["client_auth"]["client_id"] = json!("other@main");
+    assert_ne!(fingerprints(&client)[0], base[0]);
+    let mut secret = gateway();
+    secret["issuers"]["main"]["client_auth"]["client_secret"] = json!("rotated");
+    assert_eq!(fingerprints(&secret), base);
+    let mut cluster = gateway();
+    cluster["issuers"]["main"]["introspection"]["cluster"] = json!("elsewhere");
+    assert_ne!(fingerprints(&cluster)[0], base[0]);
 }
 
 #[test]
@@ -381,7 +403,6 @@ fn invalid_gateway_configs_name_the_field() {
         ("apis.orders.scopes", Box::new(|c| c["apis"]["orders"]["scopes"] = json!(["x"]))),
         ("apis.Orders", Box::new(|c| c["apis"]["Orders"] = json!({"audiences": ["1"], "issuers": ["main"]}))),
         ("issuers.main.issuer", Box::new(|c| c["issuers"]["main"]["issuer"] = json!("main.example"))),
-        ("issuers.partner.issuer", Box::new(|c| c["issuers"]["partner"]["issuer"] = json!("https://main.example"))),
         ("issuers.main.introspection.cluster", Box::new(|c| c["issuers"]["main"]["introspection"] = json!({}))),
         (
             "issuers.main.introspection.timeout_ms",

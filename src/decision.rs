@@ -5,9 +5,11 @@
 //!
 //! [`start`] reads the request: host, path, rule, token, and which issuers
 //! may be asked about it. A [`Check`] then takes one verdict per issuer, in
-//! order, until one decides: a valid verdict from a trusted issuer decides at
-//! once (the API's own audiences and roles are checked against it, cached or
-//! not); invalid verdicts and failures move on to the next issuer.
+//! order, until one admits the request: a valid verdict whose audience is the
+//! API's and whose roles meet the route (checked on every request, cached
+//! verdict or not). When none admits, the denial says the most that is known:
+//! an issuer that could not answer (503) before a valid token's wrong
+//! audience or missing role (401, 403) before the issuers' refusals (401).
 
 use crate::authority::canonical_authority;
 use crate::introspection::{Identity, Rejection, Verdict};
@@ -68,12 +70,19 @@ pub fn start(policy: &Policy, request: &Request<'_>) -> Start {
     };
     let candidates = match token_shape(token) {
         TokenShape::Opaque => api.issuers.iter().map(|trusted| trusted.id).collect(),
+        // Only the trusted issuers at the URL it names (several, when one
+        // instance is introspected with the credentials of several projects).
         TokenShape::Jwt { issuer } => {
-            let named = api.issuers.iter().find(|t| policy.issuer(t.id).is_some_and(|i| i.url() == issuer));
-            match named {
-                Some(trusted) => vec![trusted.id],
-                None => return Start::Deny(Denial::InvalidToken(Rejection::UntrustedIssuer)),
+            let named: Vec<IssuerId> = api
+                .issuers
+                .iter()
+                .map(|trusted| trusted.id)
+                .filter(|&id| policy.issuer(id).is_some_and(|i| i.url() == issuer))
+                .collect();
+            if named.is_empty() {
+                return Start::Deny(Denial::InvalidToken(Rejection::UntrustedIssuer));
             }
+            named
         }
         TokenShape::JwtWithoutIssuer => return Start::Deny(Denial::InvalidToken(Rejection::NoIssuer)),
     };
@@ -84,6 +93,7 @@ pub fn start(policy: &Policy, request: &Request<'_>) -> Start {
         candidates,
         next: 0,
         failure: None,
+        refusal: None,
         rejection: None,
     })
 }
@@ -103,10 +113,12 @@ pub struct Check {
     api: ApiId,
     access: Access,
     token: String,
-    /// The issuers to ask, in order: the one a JWT names, or all the API's.
+    /// The issuers to ask, in order: those at the URL a JWT names, or all the API's.
     candidates: Vec<IssuerId>,
     next: usize,
     failure: Option<Failure>,
+    /// Why a valid verdict did not admit: wrong audience or missing role.
+    refusal: Option<Denial>,
     rejection: Option<Rejection>,
 }
 
@@ -145,11 +157,14 @@ impl Check {
         self.candidates.get(self.next.saturating_add(1)..).unwrap_or_default()
     }
 
-    /// Admits on a valid verdict of one of the [`Check::later`] issuers,
-    /// found in the cache: any trusted issuer's valid verdict decides, so the
-    /// earlier ones need not be asked again.
-    pub fn admit_with<'p>(&self, policy: &'p Policy, issuer: IssuerId, identity: &Identity) -> Decision<'p> {
-        admit(policy, self.api, issuer, identity, &self.access)
+    /// The admission a valid verdict of one of the [`Check::later`] issuers,
+    /// found in the cache, gives, if it admits: any trusted issuer's verdict
+    /// that admits suffices, so the earlier ones need not be asked again.
+    pub fn admitted_by<'p>(&self, policy: &'p Policy, issuer: IssuerId, identity: &Identity) -> Option<Admission<'p>> {
+        match admit(policy, self.api, issuer, identity, &self.access) {
+            Decision::Admit(admission) => Some(admission),
+            Decision::Deny(_) => None,
+        }
     }
 
     /// The issuer to ask now, or how the check ends when none is left.
@@ -157,22 +172,29 @@ impl Check {
         if let Some(&issuer) = self.candidates.get(self.next) {
             return Step::Ask(issuer);
         }
-        Step::Done(Decision::Deny(match self.failure {
-            // Some issuer could not answer: the token might be valid there.
-            Some(Failure::Unavailable) => Denial::IssuerUnavailable,
-            Some(Failure::Overloaded) => Denial::Overloaded,
-            None => Denial::InvalidToken(self.rejection.unwrap_or(Rejection::Inactive)),
+        Step::Done(Decision::Deny(match (self.failure, &self.refusal) {
+            // Some issuer could not answer: it might have admitted the token.
+            (Some(Failure::Unavailable), _) => Denial::IssuerUnavailable,
+            (Some(Failure::Overloaded), _) => Denial::Overloaded,
+            (None, Some(refusal)) => refusal.clone(),
+            (None, None) => Denial::InvalidToken(self.rejection.unwrap_or(Rejection::Inactive)),
         }))
     }
 
-    /// Takes the current issuer's verdict, or its failure. A valid verdict
-    /// decides; anything else moves on to the next issuer (see [`Check::step`]).
+    /// Takes the current issuer's verdict, or its failure. A verdict that
+    /// admits decides; anything else moves on to the next issuer (see
+    /// [`Check::step`] for how a check ends without one).
     pub fn record<'p>(&mut self, policy: &'p Policy, outcome: Result<&Verdict, Failure>) -> Option<Decision<'p>> {
         let issuer = self.candidates.get(self.next).copied();
         self.next = self.next.saturating_add(1);
         match (outcome, issuer) {
             (Ok(Verdict::Valid(identity)), Some(issuer)) => {
-                return Some(admit(policy, self.api, issuer, identity, &self.access));
+                match admit(policy, self.api, issuer, identity, &self.access) {
+                    Decision::Admit(admission) => return Some(Decision::Admit(admission)),
+                    Decision::Deny(refusal) => {
+                        self.refusal.get_or_insert(refusal);
+                    }
+                }
             }
             // "Inactive" is what every issuer says of a token it did not mint;
             // anything more specific is the better answer.

@@ -91,6 +91,17 @@ fn check(policy: &Policy, host: &str, token: &str) -> Check {
     }
 }
 
+/// Records one verdict and returns how the check ends (a single-issuer check ends there).
+fn decide<'p>(check: &mut Check, policy: &'p Policy, verdict: &Verdict) -> Decision<'p> {
+    match check.record(policy, Ok(verdict)) {
+        Some(decision) => decision,
+        None => match check.step() {
+            Step::Done(decision) => decision,
+            Step::Ask(issuer) => panic!("still asking {issuer:?}"),
+        },
+    }
+}
+
 fn denial(start: Start) -> Denial {
     match start {
         Start::Deny(denial) => denial,
@@ -153,6 +164,16 @@ fn jwt_is_asked_only_at_the_trusted_issuer_it_names() {
 }
 
 #[test]
+fn jwt_naming_a_shared_url_is_asked_at_each_trusted_issuer_there() {
+    let mut config_policy = gateway();
+    // The partners API's second issuer is main; make the partner's URL main's too.
+    config_policy.issuers[1].extraction.issuer = MAIN.into();
+    let check = check(&config_policy, "eu.partners.example.com", &jwt(MAIN));
+    assert_eq!(check.step(), Step::Ask(PARTNER_ID));
+    assert_eq!(check.later(), [MAIN_ID]);
+}
+
+#[test]
 fn jwt_without_issuer_is_refused_without_a_call() {
     let policy = gateway();
     let part = |value: serde_json::Value| Base64UrlUnpadded::encode_string(value.to_string().as_bytes());
@@ -187,8 +208,8 @@ fn token_for_one_api_is_refused_at_another() {
     let billing_token = Verdict::Valid(identity(&policy, MAIN_ID, "200", "200", &["billing:read"]));
     let mut at_orders = check(&policy, "orders.example.com", "t");
     assert_eq!(
-        at_orders.record(&policy, Ok(&billing_token)),
-        Some(Decision::Deny(Denial::InvalidToken(Rejection::WrongAudience)))
+        decide(&mut at_orders, &policy, &billing_token),
+        Decision::Deny(Denial::InvalidToken(Rejection::WrongAudience))
     );
 }
 
@@ -200,8 +221,8 @@ fn roles_are_read_from_the_apis_own_claims() {
     let mut check = check(&policy, "billing.example.com", "t");
     let other_project_roles = Verdict::Valid(identity(&policy, MAIN_ID, "200", "100", &["billing:read"]));
     assert_eq!(
-        check.record(&policy, Ok(&other_project_roles)),
-        Some(Decision::Deny(Denial::InsufficientRole(vec!["billing:read".into()])))
+        decide(&mut check, &policy, &other_project_roles),
+        Decision::Deny(Denial::InsufficientRole(vec!["billing:read".into()]))
     );
     let mut check = check_at_billing(&policy);
     let own = Verdict::Valid(identity(&policy, MAIN_ID, "200", "200", &["billing:read", "billing:read"]));
@@ -260,6 +281,15 @@ fn check_moves_on_after_an_invalid_verdict_or_a_failure() {
     despite.record(&policy, Err(Failure::Overloaded));
     assert!(matches!(despite.record(&policy, Ok(&valid)), Some(Decision::Admit(_))));
 
+    // A valid token for another API at the first issuer: the second is still asked,
+    // and when it says no, the wrong audience is the answer.
+    let other_api = Verdict::Valid(identity(&policy, PARTNER_ID, "100", "100", &[]));
+    let mut refused = check(&policy, "eu.partners.example.com", "t");
+    assert_eq!(refused.record(&policy, Ok(&other_api)), None);
+    assert_eq!(refused.step(), Step::Ask(MAIN_ID));
+    refused.record(&policy, Ok(&inactive));
+    assert_eq!(refused.step(), Step::Done(Decision::Deny(Denial::InvalidToken(Rejection::WrongAudience))));
+
     let mut overloaded = check(&policy, "orders.example.com", "t");
     overloaded.record(&policy, Err(Failure::Overloaded));
     assert_eq!(overloaded.step(), Step::Done(Decision::Deny(Denial::Overloaded)));
@@ -282,6 +312,6 @@ fn any_one_required_role_suffices() {
     for (held, admitted) in [(&["billing:read"][..], true), (&["billing:write"][..], false), (&[][..], false)] {
         let mut check = check_at_billing(&policy);
         let verdict = Verdict::Valid(identity(&policy, MAIN_ID, "200", "200", held));
-        assert_eq!(matches!(check.record(&policy, Ok(&verdict)), Some(Decision::Admit(_))), admitted, "{held:?}");
+        assert_eq!(matches!(decide(&mut check, &policy, &verdict), Decision::Admit(_)), admitted, "{held:?}");
     }
 }

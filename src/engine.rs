@@ -145,7 +145,7 @@ impl<H: Host> Engine<H> {
                 }
                 continue;
             };
-            let hash = TokenHash::of(issuer.url(), check.token());
+            let hash = issuer.token_hash(check.token());
             if let Some(verdict) = self.cache.lookup(&self.host, &hash, issuer.fingerprint, now_ms / 1000) {
                 self.host.count(Counter::CacheHits);
                 if let Some(decision) = check.record(&self.policy, Ok(&verdict)) {
@@ -196,13 +196,13 @@ impl<H: Host> Engine<H> {
         }
     }
 
-    /// A valid verdict a later issuer of the check has cached, applied.
+    /// An admission a later issuer of the check gives from its cached verdict.
     fn cached_later(&self, check: &Check, now_ms: u64) -> Option<Decision<'_>> {
         check.later().iter().find_map(|&id| {
             let issuer = self.policy.issuer(id)?;
-            let hash = TokenHash::of(issuer.url(), check.token());
+            let hash = issuer.token_hash(check.token());
             match self.cache.lookup(&self.host, &hash, issuer.fingerprint, now_ms / 1000)? {
-                Verdict::Valid(identity) => Some(check.admit_with(&self.policy, id, &identity)),
+                Verdict::Valid(identity) => check.admitted_by(&self.policy, id, &identity).map(Decision::Admit),
                 Verdict::Invalid(_) => None,
             }
         })

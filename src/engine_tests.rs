@@ -399,7 +399,10 @@ fn verdicts_kept_under_an_older_configuration_are_not_used() {
     let mut policy = gateway();
     policy.apis[1].audiences = vec!["101".into()];
     policy.issuers[0].extraction.audiences = vec!["200".into(), "101".into(), "300".into()];
-    policy.issuers[0].fingerprint = crate::compile::fingerprint(&policy.issuers[0].extraction, &policy.cache);
+    let main = &policy.issuers[0];
+    let fingerprint =
+        crate::compile::fingerprint(&main.extraction, &main.endpoint, main.client_auth.client_id(), &policy.cache);
+    policy.issuers[0].fingerprint = fingerprint;
     let after = worker_with(&shared, policy, "gateway");
     assert_eq!(send(&after, 2, "orders.example.com", "t"), Flow::Pause);
     answer(&after, 2, &active(MAIN, "100", &[]));
@@ -433,4 +436,25 @@ fn counters_follow_the_path_taken() {
         [times(Counter::CacheMisses), times(Counter::Calls), times(Counter::CacheHits), times(Counter::Allowed)],
         [1, 1, 1, 2]
     );
+}
+
+/// One instance, two projects' credentials: what ZITADEL told one client
+/// (inactive: its project is not in the token's aud) is not the other's answer.
+#[test]
+fn issuers_sharing_a_url_keep_their_own_verdicts() {
+    let shared = shared();
+    let mut policy = gateway();
+    policy.issuers[1].extraction.issuer = MAIN.into();
+    policy.issuers[1].key_scope = format!("partner\0{MAIN}");
+    let vm = worker_with(&shared, policy, "gateway");
+    send(&vm, 1, "orders.example.com", "t");
+    answer(&vm, 1, &active(MAIN, "100", &[]));
+    assert_eq!(status(&vm, 1), Some(200));
+    // At partners, main's cached verdict (for project 100) does not admit, so
+    // "t" is asked with the partner entry's credentials: its own verdict.
+    assert_eq!(send(&vm, 2, "eu.partners.example.com", "t"), Flow::Pause);
+    assert_eq!(calls(&shared).last().map(|c| c.cluster.clone()).as_deref(), Some("partner"));
+    answer(&vm, 2, &active(MAIN, "300", &[]));
+    assert_eq!(status(&vm, 2), Some(200));
+    assert_eq!(header(&vm, 2, "x-auth-subject").as_deref(), Some("user-of-300"));
 }

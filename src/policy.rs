@@ -9,6 +9,7 @@ use crate::cache::CacheSettings;
 use crate::client_auth::ClientAuth;
 use crate::introspection::Extraction;
 use crate::rules::Rules;
+use crate::token::TokenHash;
 
 /// An issuer's place in [`Policy::issuers`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,11 +52,20 @@ pub struct Issuer {
     /// What this issuer's cached verdicts depend on (see `compile::fingerprint`):
     /// a verdict written under another fingerprint is ignored.
     pub fingerprint: u64,
+    /// `name`, NUL, URL: what [`Issuer::token_hash`] hashes with the token.
+    pub key_scope: String,
 }
 
 impl Issuer {
     pub fn url(&self) -> &str {
         &self.extraction.issuer
+    }
+
+    /// The cache and in-flight key of `token` at this issuer: its name and
+    /// URL are part of it, so two issuers never share a verdict, not even two
+    /// entries for one ZITADEL instance with different credentials.
+    pub fn token_hash(&self, token: &str) -> TokenHash {
+        TokenHash::of(&self.key_scope, token)
     }
 }
 
