@@ -7,7 +7,8 @@
 // keeps tokens in memory, and exposes unauthenticated /_test/* endpoints.
 //
 //   node demo/issuer/issuer.mjs --port 9000 --host 127.0.0.1 \
-//        --issuer http://127.0.0.1:9000 --state-dir /some/dir [--strict-assertion-reuse] [--record-assertions]
+//        --issuer http://127.0.0.1:9000 --state-dir /some/dir [--instance N] [--strict-assertion-reuse]
+//        [--enforce-audience] [--record-assertions] [--verbose]
 //
 // See README.md beside this file for the users, clients and files it writes.
 
@@ -43,12 +44,14 @@ const jose = await import('jose');
 
 // --- command line ----------------------------------------------------------------------------
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const USAGE = `usage: node issuer.mjs [--port 9000] [--host 127.0.0.1] [--issuer URL] [--state-dir DIR]
+const USAGE = `usage: node issuer.mjs [--port 9000] [--host 127.0.0.1] [--issuer URL] [--state-dir DIR] [--instance N]
                         [--strict-assertion-reuse] [--enforce-audience] [--record-assertions] [--verbose]
   --port N                  TCP port (0 = any free port; the ready line shows which)
   --host ADDR               address to bind (loopback only is the point; default 127.0.0.1)
   --issuer URL              issuer identifier (default http://HOST:PORT)
   --state-dir DIR           where keys, secrets and ids.json live (default ${path.join(HERE, '.state')})
+  --instance N              1-6: which ZITADEL instance to be; its ids start with the digit N + 2
+                            (instance 1: 3000…, instance 2: 4000…), its org domain differs
   --strict-assertion-reuse  reject a client assertion whose jti was already used (oidc-provider's
                             normal replay detection); default: accept reuse, as ZITADEL does
   --enforce-audience        like ZITADEL, answer active:true only to an API app whose client id or
@@ -66,6 +69,7 @@ try {
       host: { type: 'string', default: '127.0.0.1' },
       issuer: { type: 'string' },
       'state-dir': { type: 'string', default: path.join(HERE, '.state') },
+      instance: { type: 'string', default: '1' },
       'strict-assertion-reuse': { type: 'boolean', default: false },
       'enforce-audience': { type: 'boolean', default: false },
       'record-assertions': { type: 'boolean', default: false },
@@ -87,6 +91,11 @@ if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) {
   process.stderr.write(`invalid --port ${args.port}\n`);
   process.exit(2);
 }
+const INSTANCE = Number(args.instance);
+if (!Number.isInteger(INSTANCE) || INSTANCE < 1 || INSTANCE > 6) {
+  process.stderr.write(`invalid --instance ${args.instance} (1-6)\n`);
+  process.exit(2);
+}
 const HOST = args.host;
 const STATE_DIR = path.resolve(args['state-dir']);
 const STRICT_ASSERTION_REUSE = args['strict-assertion-reuse'];
@@ -97,13 +106,17 @@ const VERBOSE = args.verbose;
 // --- the fixed, ZITADEL-looking world ---------------------------------------------------------
 // Ids are fixed so tests and configs can name them; only keys and secrets are random (per
 // state dir). ZITADEL ids are 18-digit snowflake-like numbers; API app client ids are
-// "<id>@<project name>".
-const ORG_ID = '300000000000000000';
-const ORG_DOMAIN = 'demo.localhost';
-const PROJECT_ID = '300000000000000001';
-const OTHER_PROJECT_ID = '300000000000000009';
-const API_APP = { appId: '300000000000000003', clientId: '300000000000000002@demo', keyId: '300000000000000004' };
-const BASIC_APP = { appId: '300000000000000005', clientId: '300000000000000006@demo' };
+// "<id>@<project name>". Each --instance has ids of its own: 3000… for instance 1, 4000… for 2.
+const id = (n) => `${INSTANCE + 2}${String(n).padStart(17, '0')}`;
+const ORG_ID = id(0);
+const ORG_DOMAIN = INSTANCE === 1 ? 'demo.localhost' : `instance${INSTANCE}.localhost`;
+const PROJECT_ID = id(1);
+const OTHER_PROJECT_ID = id(9);
+const API_APP = { appId: id(3), clientId: `${id(2)}@demo`, keyId: id(4) };
+const BASIC_APP = { appId: id(5), clientId: `${id(6)}@demo` };
+// The other project's own API app, for a filter that introspects its tokens (ZITADEL answers
+// active only to a client whose project is in the token's aud; see --enforce-audience).
+const OTHER_API_APP = { appId: id(18), clientId: `${id(19)}@other`, keyId: id(20) };
 const ROLE = 'read:messages';
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 const CLOCK_TOLERANCE = 5; // seconds
@@ -113,21 +126,22 @@ const MAX_ASSERTION_AGE = 3600; // ZITADEL rejects an assertion whose iat is mor
 // of the project's apps.
 const AUDIENCES = {
   [PROJECT_ID]: [PROJECT_ID, API_APP.clientId, BASIC_APP.clientId],
-  [OTHER_PROJECT_ID]: [OTHER_PROJECT_ID],
+  [OTHER_PROJECT_ID]: [OTHER_PROJECT_ID, OTHER_API_APP.clientId],
 };
 
 // Service users. The key of this object is the user name; with client credentials, ZITADEL's
 // client id is the user name. `key-user` authenticates with its key (JWT profile grant) and its
 // tokens carry client_id = its user id, as in ZITADEL.
 const SERVICE_USERS = {
-  'reader-opaque': { userId: '300000000000000011', tokenType: 'opaque', roles: [ROLE], ttl: 3600, project: PROJECT_ID },
-  'reader-jwt': { userId: '300000000000000012', tokenType: 'jwt', roles: [ROLE], ttl: 3600, project: PROJECT_ID },
-  'plain-opaque': { userId: '300000000000000013', tokenType: 'opaque', roles: [], ttl: 3600, project: PROJECT_ID },
-  'short-lived': { userId: '300000000000000014', tokenType: 'opaque', roles: [ROLE], ttl: 3, project: PROJECT_ID },
+  'reader-opaque': { userId: id(11), tokenType: 'opaque', roles: [ROLE], ttl: 3600, project: PROJECT_ID },
+  'reader-jwt': { userId: id(12), tokenType: 'jwt', roles: [ROLE], ttl: 3600, project: PROJECT_ID },
+  'plain-opaque': { userId: id(13), tokenType: 'opaque', roles: [], ttl: 3600, project: PROJECT_ID },
+  'short-lived': { userId: id(14), tokenType: 'opaque', roles: [ROLE], ttl: 3, project: PROJECT_ID },
   // Has the right role name, but in another project: its aud lacks PROJECT_ID.
-  'other-project': { userId: '300000000000000015', tokenType: 'opaque', roles: [ROLE], ttl: 3600, project: OTHER_PROJECT_ID },
+  'other-project': { userId: id(15), tokenType: 'opaque', roles: [ROLE], ttl: 3600, project: OTHER_PROJECT_ID },
+  'other-jwt': { userId: id(21), tokenType: 'jwt', roles: [ROLE], ttl: 3600, project: OTHER_PROJECT_ID },
   'key-user': {
-    userId: '300000000000000016', keyId: '300000000000000017', grant: JWT_BEARER, tokenType: 'jwt', roles: [ROLE], ttl: 3600, project: PROJECT_ID,
+    userId: id(16), keyId: id(17), grant: JWT_BEARER, tokenType: 'jwt', roles: [ROLE], ttl: 3600, project: PROJECT_ID,
   },
 };
 const KEY_USER = 'key-user';
@@ -186,6 +200,10 @@ function loadState(issuer) {
     type: 'application', keyId: API_APP.keyId, key: newRsaPkcs1Pem(), appId: API_APP.appId, clientId: API_APP.clientId,
   }), { type: 'application', appId: API_APP.appId, clientId: API_APP.clientId });
 
+  const otherApiKey = loadOrCreateKeyFile(path.join(STATE_DIR, 'other-api-app-key.json'), () => ({
+    type: 'application', keyId: OTHER_API_APP.keyId, key: newRsaPkcs1Pem(), appId: OTHER_API_APP.appId, clientId: OTHER_API_APP.clientId,
+  }), { type: 'application', appId: OTHER_API_APP.appId, clientId: OTHER_API_APP.clientId });
+
   const keyUser = SERVICE_USERS[KEY_USER];
   const userKey = loadOrCreateKeyFile(path.join(STATE_DIR, 'service-user-key.json'), () => ({
     type: 'serviceaccount', keyId: keyUser.keyId, key: newRsaPkcs1Pem(), userId: keyUser.userId,
@@ -232,6 +250,11 @@ function loadState(issuer) {
     api_client_id: API_APP.clientId,
     api_key_id: apiKey.file.keyId,
     api_key_file: 'api-app-key.json',
+    instance: INSTANCE,
+    other_api_app_id: OTHER_API_APP.appId,
+    other_api_client_id: OTHER_API_APP.clientId,
+    other_api_key_id: otherApiKey.file.keyId,
+    other_api_key_file: 'other-api-app-key.json',
     basic_api_client_id: BASIC_APP.clientId,
     basic_api_client_secret: old.basic_api_client_secret ?? randomSecret(),
     service_users: serviceUsers,
@@ -248,7 +271,7 @@ function loadState(issuer) {
   };
   if (JSON.stringify(ids) !== JSON.stringify(old)) writeSecretJson(idsFile, ids);
 
-  return { ids, apiKey, userKey, signingJwk };
+  return { ids, apiKey, otherApiKey, userKey, signingJwk };
 }
 
 // --- in-memory storage (oidc-provider adapter) -----------------------------------------------
@@ -402,13 +425,15 @@ function recordAssertion(assertion) {
 }
 
 // --- the provider ------------------------------------------------------------------------------
-function buildProvider({ issuer, ids, apiKey, userKey, signingJwk }) {
+function buildProvider({ issuer, ids, apiKey, otherApiKey, userKey, signingJwk }) {
   const usersByClientId = new Map();
   for (const [name, u] of Object.entries(SERVICE_USERS)) {
     const entry = ids.service_users[name];
     usersByClientId.set(entry.client_id, { ...u, name, clientId: entry.client_id, loginName: `${name}@${ORG_DOMAIN}` });
   }
-  const apiClients = new Map([[API_APP.clientId, PROJECT_ID], [BASIC_APP.clientId, PROJECT_ID]]);
+  const apiClients = new Map([
+    [API_APP.clientId, PROJECT_ID], [BASIC_APP.clientId, PROJECT_ID], [OTHER_API_APP.clientId, OTHER_PROJECT_ID],
+  ]);
   const signingPublicKey = crypto.createPublicKey({ key: signingJwk, format: 'jwk' });
 
   const resourceServerInfo = (user, requestedScope) => ({
@@ -430,6 +455,16 @@ function buildProvider({ issuer, ids, apiKey, userKey, signingJwk }) {
       token_endpoint_auth_method: 'private_key_jwt',
       token_endpoint_auth_signing_alg: 'RS256',
       jwks: { keys: [{ ...apiKey.publicKey.export({ format: 'jwk' }), kid: apiKey.file.keyId, alg: 'RS256', use: 'sig' }] },
+      grant_types: [],
+      response_types: [],
+      redirect_uris: [],
+    },
+    {
+      // The other project's API app, like the first (private_key_jwt with its own key).
+      client_id: OTHER_API_APP.clientId,
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: 'RS256',
+      jwks: { keys: [{ ...otherApiKey.publicKey.export({ format: 'jwk' }), kid: otherApiKey.file.keyId, alg: 'RS256', use: 'sig' }] },
       grant_types: [],
       response_types: [],
       redirect_uris: [],
@@ -667,7 +702,14 @@ function zitadelIntrospection(body, presentedToken, usersByClientId) {
     // An opaque token's record has no id of its own: derive a stable one that does not reveal it.
     jti: body.jti ?? crypto.createHash('sha256').update(presentedToken ?? '').digest('base64url').slice(0, 22),
   };
-  if (user && body.scope?.split(' ').includes('profile')) out.username = user.loginName;
+  const scopes = body.scope?.split(' ') ?? [];
+  if (user && scopes.includes('profile')) out.username = user.loginName;
+  // ZITADEL's reserved scope urn:zitadel:iam:user:resourceowner asks for the user's organization.
+  if (user && scopes.includes('urn:zitadel:iam:user:resourceowner')) {
+    out['urn:zitadel:iam:user:resourceowner:id'] = ORG_ID;
+    out['urn:zitadel:iam:user:resourceowner:name'] = INSTANCE === 1 ? 'Demo' : `Instance ${INSTANCE}`;
+    out['urn:zitadel:iam:user:resourceowner:primary_domain'] = ORG_DOMAIN;
+  }
   for (const [key, value] of Object.entries(body)) {
     if (!(key in out) && key !== 'sid' && value !== undefined) out[key] = value;
   }
