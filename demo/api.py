@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """The demo upstream: answers every request with `OK <time>` (as ZITADEL's Go
-guide does) and echoes the identity headers the filter forwarded.
+guide does) and echoes the identity headers the filter forwarded (every
+`x-auth-*` header, as `echo-x-auth-*`, and `x-forwarded-host`).
 
     python3 demo/api.py --port 8000
 
 `GET /_upstream/stats` (straight to this port, not through Envoy) tells how
-many requests arrived per path; tests use it to prove that a denied request
-never reached the upstream. Binds to 127.0.0.1 unless --host says otherwise.
+many requests arrived per path, per host and path (`orders.example.com/x`),
+and per Envoy virtual host that tagged them (`vhost:<name>`, from the
+`x-routed-vhost` header a test's route adds); tests use it to prove that a
+denied request never reached the upstream. Binds to 127.0.0.1 unless --host
+says otherwise.
 """
 import argparse
 import collections
@@ -17,7 +21,7 @@ import threading
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-IDENTITY_HEADERS = ("x-auth-subject", "x-auth-client-id", "x-auth-roles")
+IDENTITY_PREFIX = "x-auth-"
 
 hits = collections.Counter()
 hits_lock = threading.Lock()
@@ -47,12 +51,18 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         if length:
             self.rfile.read(length)
+        host = (self.headers.get("host") or "").lower()
+        vhost = self.headers.get("x-routed-vhost")
         with hits_lock:
             hits[self.path] += 1
+            hits[host + self.path] += 1
+            if vhost:
+                hits["vhost:" + vhost] += 1
         # Every value of each identity header, joined with " | ": a forged
         # duplicate next to the filter's value would show.
-        echo = {f"echo-{name}": " | ".join(self.headers.get_all(name)) for name in IDENTITY_HEADERS
-                if self.headers.get_all(name)}
+        names = sorted({name.lower() for name in self.headers.keys()
+                        if name.lower().startswith(IDENTITY_PREFIX) or name.lower() == "x-forwarded-host"})
+        echo = {f"echo-{name}": " | ".join(self.headers.get_all(name)) for name in names}
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._send(200, f"OK {now}\n".encode(), "text/plain", echo)
 

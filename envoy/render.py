@@ -24,11 +24,13 @@ PROFILES = {
         ADMIN_ADDRESS="127.0.0.1", ADMIN_PORT=9901, LISTEN_ADDRESS="127.0.0.1", LISTEN_PORT=10000,
         API_HOST="127.0.0.1", API_PORT=8000, ISSUER_HOST="127.0.0.1", ISSUER_PORT=9000,
         CLUSTER_TYPE="STATIC", WASM_PATH=WASM_BUILD_PATH,
+        HOST_ENV_KEYS="ZITADEL_API_KEY_JSON, INTROSPECTION_CLIENT_SECRET",
     ),
     "docker": dict(
         ADMIN_ADDRESS="0.0.0.0", ADMIN_PORT=9901, LISTEN_ADDRESS="0.0.0.0", LISTEN_PORT=10000,
         API_HOST="api", API_PORT=8000, ISSUER_HOST="issuer", ISSUER_PORT=9000,
         CLUSTER_TYPE="STRICT_DNS", WASM_PATH="/etc/envoy/oauth_introspection_filter.wasm",
+        HOST_ENV_KEYS="ZITADEL_API_KEY_JSON, INTROSPECTION_CLIENT_SECRET",
     ),
 }
 
@@ -65,10 +67,29 @@ def plugin_config(issuer_url, issuer_authority, **overrides):
     return config
 
 
-def render(profile="local", plugin=None, raw_plugin_text=None, **values):
-    """Returns the Envoy YAML. `plugin` is a dict, or `raw_plugin_text` any text (for invalid-config tests)."""
+def issuer_cluster(name, host, port, cluster_type="STATIC"):
+    """An issuer's cluster, as YAML lines for the template's cluster list."""
+    return f"""\
+  - name: {name}
+    type: {cluster_type}
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: {host}, port_value: {port} }}"""
+
+
+def render(profile="local", plugin=None, raw_plugin_text=None, clusters=None, **values):
+    """Returns the Envoy YAML. `plugin` is a dict, or `raw_plugin_text` any text (for invalid-config tests);
+    `clusters` a list of issuer_cluster() texts, by default the one `issuer` cluster."""
     params = dict(PROFILES[profile])
     params.update(values)
+    if clusters is None:
+        clusters = [issuer_cluster("issuer", params["ISSUER_HOST"], params["ISSUER_PORT"], params["CLUSTER_TYPE"])]
+    params["ISSUER_CLUSTERS"] = "\n".join(clusters)
     if raw_plugin_text is None:
         if plugin is None:
             issuer_url = f"http://{params['ISSUER_HOST']}:{params['ISSUER_PORT']}"

@@ -35,6 +35,14 @@ MODES = {
 }
 
 
+def _duplicated(member):
+    """An active answer that repeats `member` with a second value: which one counts depends on
+    the parser (serde_json keeps the last, others the first)."""
+    answer = json.dumps(_active(3600))
+    first = {"active": '"active":false', "aud": '"aud":["someone-else"]', "sub": '"sub":"admin"'}[member]
+    return answer.replace("{", "{" + first + ",", 1).encode()
+
+
 def _huge_active():
     """Valid JSON with active:true, padded past any sane max_response_bytes."""
     answer = _active(3600)
@@ -97,6 +105,9 @@ class FaultServer:
                 if mode == "slow_valid":
                     time.sleep(SLOW_SECONDS)
                     self._send(200, "application/json", json.dumps(_active(3600)).encode())
+                    return
+                if mode.startswith("duplicate_"):
+                    self._send(200, "application/json", _duplicated(mode.removeprefix("duplicate_")))
                     return
                 if mode == "text_plain":
                     self._send(200, "text/plain", json.dumps(_active(3600)).encode())

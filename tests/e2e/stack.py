@@ -109,13 +109,16 @@ class Response:
         return f"<{self.status} {self.headers} {self.body[:200]!r}>"
 
 
-def raw_get(port, path, header_lines=()):
+def raw_get(port, path, header_lines=(), host="127.0.0.1"):
     """A GET written byte for byte: the path unvalidated and header lines as given (repeats
-    allowed), which http.client refuses. Returns once the head and Content-Length body are in,
-    without waiting for Envoy to close the connection."""
-    request = "\r\n".join([f"GET {path} HTTP/1.1", "Host: 127.0.0.1", *header_lines]) + "\r\n\r\n"
+    allowed), which http.client refuses; `host=None` sends no Host line. Returns once the head
+    and Content-Length body are in, without waiting for Envoy to close the connection."""
+    host_lines = [] if host is None else [f"Host: {host}"]
+    request = "\r\n".join([f"GET {path} HTTP/1.1", *host_lines, *header_lines]) + "\r\n\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request.encode("latin-1"))
+        # Latin-1 keeps each char one byte (\xff stays 0xff); wider chars go out as UTF-8.
+        wide = any(ord(c) > 0xff for c in request)
+        sock.sendall(request.encode("utf-8" if wide else "latin-1"))
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(65536)
@@ -155,21 +158,28 @@ def http_request(port, path, method="GET", headers=None, body=None, timeout=10, 
 class Issuer:
     """The local ZITADEL-like issuer (demo/issuer, npm oidc-provider)."""
 
-    def __init__(self, log_dir, name="issuer"):
+    def __init__(self, log_dir, name="issuer", instance=1, enforce_audience=False):
+        """`instance` picks the ZITADEL instance it plays (its ids start with instance + 2);
+        `enforce_audience` answers active only to an API app whose project is in the token's aud."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state_dir = tempfile.mkdtemp(prefix=f"{name}-state-", dir=log_dir)
-        self.process = Process(name, ["node", "demo/issuer/issuer.mjs", "--port", str(self.port), "--issuer",
-                                      self.url, "--state-dir", self.state_dir, "--record-assertions", "--verbose"],
-                               log_dir)
+        args = ["node", "demo/issuer/issuer.mjs", "--port", str(self.port), "--issuer", self.url, "--state-dir",
+                self.state_dir, "--instance", str(instance), "--record-assertions", "--verbose"]
+        if enforce_audience:
+            args.append("--enforce-audience")
+        self.process = Process(name, args, log_dir)
         ASSERTION_FILES.append(os.path.join(self.state_dir, "client-assertions.txt"))
         self.process.wait_for_line("issuer ready")
         with open(os.path.join(self.state_dir, "ids.json")) as f:
             self.ids = json.load(f)
         with open(os.path.join(self.state_dir, "api-app-key.json")) as f:
             self.api_key_json = f.read()
-        key = json.loads(self.api_key_json)["key"]
-        SECRETS.update(line for line in key.splitlines() if "-----" not in line and len(line) > 20)
+        with open(os.path.join(self.state_dir, "other-api-app-key.json")) as f:
+            self.other_api_key_json = f.read()
+        for key_file in (self.api_key_json, self.other_api_key_json):
+            key = json.loads(key_file)["key"]
+            SECRETS.update(line for line in key.splitlines() if "-----" not in line and len(line) > 20)
         if self.ids.get("basic_api_client_secret"):
             secret = self.ids["basic_api_client_secret"]
             client_id = urllib.parse.quote(self.ids["basic_api_client_id"], safe="")
@@ -185,15 +195,15 @@ class Issuer:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.read()
 
-    def token(self, user):
+    def token(self, user, scope="openid"):
         """A fresh access token for a service user, through the real grant."""
         info = self.ids["service_users"][user]
         if info["grant"] == "jwt-bearer":
-            out = subprocess.run(["node", "demo/issuer/get-token.mjs", "--state-dir", self.state_dir, "--user", user],
-                                 cwd=ROOT, capture_output=True, text=True, timeout=30, check=True)
+            out = subprocess.run(["node", "demo/issuer/get-token.mjs", "--state-dir", self.state_dir, "--user", user,
+                                  "--scope", scope], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True)
             token = out.stdout.strip()
         else:
-            body = self._post_form("/oauth/v2/token", {"grant_type": "client_credentials", "scope": "openid"},
+            body = self._post_form("/oauth/v2/token", {"grant_type": "client_credentials", "scope": scope},
                                    info["client_id"], info["client_secret"])
             token = json.loads(body)["access_token"]
         SECRETS.add(token)
@@ -208,6 +218,12 @@ class Issuer:
         with urllib.request.urlopen(self.url + "/_test/stats", timeout=5) as resp:
             return json.load(resp)["introspect_requests"]
 
+    def set_delay(self, ms):
+        """Every introspection answers `ms` late from now on."""
+        req = urllib.request.Request(f"{self.url}/_test/introspect-delay?ms={ms}", data=b"", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert json.load(resp) == {"introspect_delay_ms": ms}
+
     def stop(self):
         self.process.stop()
 
@@ -216,14 +232,17 @@ class Envoy:
     """The real Envoy binary with the real .wasm."""
 
     def __init__(self, log_dir, issuer_port, api_port, name="envoy", concurrency=2, plugin=None,
-                 raw_plugin_text=None, env=None, expect_start=True, log_args=ENVOY_LOG_ARGS, edit_config=None):
-        """`edit_config(text, envoy)` may rewrite the rendered YAML (the benchmark adds listeners)."""
+                 raw_plugin_text=None, env=None, expect_start=True, log_args=ENVOY_LOG_ARGS, edit_config=None,
+                 issuer_clusters=None, template_values=None):
+        """`edit_config(text, envoy)` may rewrite the rendered YAML (the benchmark adds listeners);
+        `issuer_clusters` replaces the one `issuer` cluster (see render.issuer_cluster);
+        `template_values` sets more of the template's values (HOST_ENV_KEYS, say)."""
         self.port = free_port()
         self.admin_port = free_port()
         self.config_path = os.path.join(log_dir, f"{name}.yaml")
-        text = render.render("local", plugin=plugin, raw_plugin_text=raw_plugin_text, WASM_PATH=WASM,
-                             ADMIN_PORT=self.admin_port, LISTEN_PORT=self.port, API_PORT=api_port,
-                             ISSUER_PORT=issuer_port)
+        text = render.render("local", plugin=plugin, raw_plugin_text=raw_plugin_text, clusters=issuer_clusters,
+                             WASM_PATH=WASM, ADMIN_PORT=self.admin_port, LISTEN_PORT=self.port, API_PORT=api_port,
+                             ISSUER_PORT=issuer_port, **(template_values or {}))
         if edit_config:
             text = edit_config(text, self)
         with open(self.config_path, "w") as f:
@@ -246,8 +265,10 @@ class Envoy:
     def wait_exit(self, timeout=30):
         return self.process.proc.wait(timeout=timeout)
 
-    def get(self, path, token=None, headers=None, method="GET", body=None, conn=None):
+    def get(self, path, token=None, headers=None, method="GET", body=None, conn=None, host=None):
         headers = dict(headers or {})
+        if host is not None:
+            headers["Host"] = host
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         return http_request(self.port, path, method=method, headers=headers, body=body, conn=conn)

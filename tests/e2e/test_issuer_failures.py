@@ -28,6 +28,10 @@ FAULTS = {
     "active_string": ("warning", "the issuer's answer has an invalid `active` member"),
     "no_active": ("warning", "the issuer's answer has an invalid `active` member"),
     "hang": ("warning", "the issuer answered HTTP 504"),
+    # An answer that could be read two ways is no answer (issue 8): a repeated member at any place.
+    "duplicate_active": ("warning", "the issuer's answer repeats a member name"),
+    "duplicate_aud": ("warning", "the issuer's answer repeats a member name"),
+    "duplicate_sub": ("warning", "the issuer's answer repeats a member name"),
 }
 
 
