@@ -30,6 +30,59 @@ def test_invalid_config_fails_the_load(envoy_factory, issuer, change, field):
     assert f"invalid plugin configuration: `{field}`" in log, log[-3000:]
 
 
+def full_form(issuer):
+    """The many-issuer form with one issuer and one API."""
+    return {
+        "issuers": {"main": {"issuer": issuer.url, "introspection": {"cluster": "issuer"},
+                             "client_auth": {"method": "private_key_jwt", "key_env": "ZITADEL_API_KEY_JSON"}}},
+        "apis": {"orders": {"audiences": ["300000000000000001"], "issuers": ["main"]}},
+        "rules": [{"host": "orders.example.com", "prefix": "/", "api": "orders", "access": "authenticated"}],
+    }
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda c: c["rules"][0].update(api="shipping"), "rules[0].api"),
+    (lambda c: c["rules"][0].pop("api"), "rules[0].api"),
+    (lambda c: c["apis"]["orders"].update(issuers=["partner"]), "apis.orders.issuers[0]"),
+    (lambda c: c["apis"]["orders"].update(issuers=[]), "apis.orders.issuers"),
+    (lambda c: c["rules"][0].update(host="user@orders.example.com"), "rules[0].host"),
+    (lambda c: c.update(audiences=["300000000000000001"]), "audiences"),
+    (lambda c: c["apis"]["orders"].update(claim_headers={"x_org": "urn:zitadel:iam:user:resourceowner:id"}),
+     "apis.orders.claim_headers.x_org"),
+])
+def test_invalid_full_form_fails_the_load(envoy_factory, issuer, change, field):
+    plugin = full_form(issuer)
+    change(plugin)
+    name = "envoy-invalid-full-" + "".join(ch if ch.isalnum() else "-" for ch in field)
+    envoy = envoy_factory(name, raw_plugin_text=json.dumps(plugin), expect_start=False)
+    assert envoy.wait_exit() != 0
+    assert f"invalid plugin configuration: `{field}`" in envoy.process.output(), envoy.process.output()[-3000:]
+
+
+def test_repeated_member_fails_the_load(envoy_factory, issuer):
+    text = json.dumps(full_form(issuer)).replace('"audiences":', '"audiences": ["someone-else"], "audiences":', 1)
+    envoy = envoy_factory("envoy-invalid-repeated", raw_plugin_text=text, expect_start=False)
+    assert envoy.wait_exit() != 0
+    assert "invalid plugin configuration: `apis.orders.audiences`: appears twice" in envoy.process.output()
+
+
+def test_shipped_gateway_example_loads(issuer, tmp_path):
+    """envoy/gateway.json as it is, checked by Envoy (--mode validate loads the VM and the plugin)."""
+    with open(os.path.join(ROOT, "envoy", "gateway.json")) as f:
+        plugin = json.load(f)
+    clusters = [render.issuer_cluster("zitadel_acme", "127.0.0.1", issuer.port),
+                render.issuer_cluster("zitadel_partner", "127.0.0.1", issuer.port)]
+    text = render.render("local", plugin=plugin, clusters=clusters, WASM_PATH=WASM,
+                         HOST_ENV_KEYS="ACME_ORDERS_API_KEY, ACME_BILLING_API_KEY, PARTNER_API_KEY")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    env = dict(os.environ, ACME_ORDERS_API_KEY=issuer.api_key_json, ACME_BILLING_API_KEY=issuer.other_api_key_json,
+               PARTNER_API_KEY=issuer.api_key_json)
+    result = subprocess.run([ENVOY, "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+
 def test_non_json_config_fails_the_load(envoy_factory):
     envoy = envoy_factory("envoy-invalid-text", raw_plugin_text="issuer: not json", expect_start=False)
     assert envoy.wait_exit() != 0
