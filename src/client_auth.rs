@@ -201,9 +201,16 @@ fn from_env(env: EnvLookup<'_>, field: &str, name: &str) -> Result<String, Confi
         return Err(ConfigError::new(field, "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"));
     }
     env(name).ok_or_else(|| {
+        // Variable names are conventionally upper case; a mixed-case "name" is
+        // more likely a secret pasted into the wrong field, so it is not repeated.
+        let shown = if name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') {
+            name
+        } else {
+            "(not repeated here: it has lower-case letters, as a pasted secret would)"
+        };
         ConfigError::new(
             field,
-            format!("environment variable {name} is not set in the VM (list it in vm_config.environment_variables.host_env_keys)"),
+            format!("environment variable {shown} is not set in the VM (list it in vm_config.environment_variables.host_env_keys)"),
         )
     })
 }

@@ -92,7 +92,9 @@ pub(crate) fn compile(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Policy, 
             clock_skew_secs: raw.clock_skew_seconds,
         };
         let fingerprint = fingerprint(&extraction, &endpoint, client_auth.client_id(), &cache);
-        let key_scope = format!("{name}\0{}", extraction.issuer);
+        // The fingerprint too: two plugins that share a namespace (same plugin name
+        // on one VM id) with different issuer setups never wait on each other's calls.
+        let key_scope = format!("{name}\0{}\0{fingerprint:016x}", extraction.issuer);
         issuers.push(Issuer { name, endpoint, client_auth, extraction, fingerprint, key_scope });
     }
 

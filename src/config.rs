@@ -42,6 +42,9 @@ impl fmt::Display for ConfigError {
 /// inside Envoy sees what `vm_config.environment_variables` passes in.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// Fields whose values must never be repeated in an error.
+const SECRET_FIELDS: [&str; 4] = ["client_secret", "client_secret_env", "key", "key_env"];
+
 /// The field name used when the error is about the configuration as a whole.
 pub const WHOLE: &str = "(configuration)";
 
@@ -64,6 +67,13 @@ pub fn parse(json: &[u8], env: EnvLookup<'_>) -> Result<Policy, ConfigError> {
             (".", None) | ("", None) => WHOLE.to_string(),
             (_, Some(member)) => format!("{path}.{member}"),
             (_, None) => path,
+        };
+        // serde quotes a wrongly typed value ("invalid type: integer `123`"); not a secret's.
+        let secret = SECRET_FIELDS.iter().any(|name| field == *name || field.ends_with(&format!(".{name}")));
+        let problem = if secret {
+            "has the wrong type (the value is not shown: the field holds a secret)".into()
+        } else {
+            problem
         };
         ConfigError::new(field, problem)
     })?;
@@ -202,6 +212,9 @@ pub(crate) struct RawIdentityHeaders {
     pub client_id: String,
     #[serde(default = "default_roles_header")]
     pub roles: String,
+    /// The URL of the issuer that vouched; not sent unless named.
+    #[serde(default)]
+    pub issuer: Option<String>,
 }
 
 impl Default for RawIdentityHeaders {
@@ -210,6 +223,7 @@ impl Default for RawIdentityHeaders {
             subject: default_subject_header(),
             client_id: default_client_id_header(),
             roles: default_roles_header(),
+            issuer: None,
         }
     }
 }

@@ -488,3 +488,25 @@ fn not_json_at_all_is_reported() {
     let err = parse(b"issuer: x", &no_env).err().unwrap();
     assert_eq!(err.field, "(configuration)");
 }
+
+/// A secret put where it does not belong is not repeated in the error (and so not in Envoy's log).
+#[test]
+fn errors_never_repeat_a_secret() {
+    let mut numeric = valid();
+    numeric["client_auth"] = json!({"method": "client_secret_basic", "client_id": "a", "client_secret": 987654321});
+    let err = parse_value(&numeric).err().unwrap();
+    assert_eq!(err.field, "client_auth.client_secret");
+    assert!(!err.to_string().contains("987654321"), "{err}");
+
+    let mut pasted = valid();
+    pasted["client_auth"] =
+        json!({"method": "client_secret_basic", "client_id": "a", "client_secret_env": "Zx8kPq2sLm9TvWn4"});
+    let err = parse_value(&pasted).err().unwrap();
+    assert_eq!(err.field, "client_auth.client_secret_env");
+    assert!(!err.to_string().contains("Zx8kPq2sLm9TvWn4"), "{err}");
+
+    let mut named = valid();
+    named["client_auth"] =
+        json!({"method": "client_secret_basic", "client_id": "a", "client_secret_env": "API_SECRET"});
+    assert!(parse_value(&named).err().unwrap().to_string().contains("API_SECRET is not set"));
+}

@@ -248,6 +248,9 @@ pub fn admit<'p>(
         (headers.client_id.as_str(), some(&identity.client_id)),
         (headers.roles.as_str(), some(&joined)),
     ];
+    if let (Some(header), Some(issuer)) = (&headers.issuer, policy.issuer(trusted.id)) {
+        set.push((header.as_str(), Some(issuer.url().to_owned())));
+    }
     for (header, at) in &trusted.claim_headers {
         set.push((header.as_str(), identity.claims.get(*at).cloned().flatten()));
     }

@@ -315,3 +315,15 @@ fn any_one_required_role_suffices() {
         assert_eq!(matches!(decide(&mut check, &policy, &verdict), Decision::Admit(_)), admitted, "{held:?}");
     }
 }
+
+/// With several issuers, the same `sub` may name two people: the issuer header tells them apart.
+#[test]
+fn the_issuer_header_names_the_issuer_that_vouched() {
+    let mut policy = gateway();
+    policy.apis[2].identity_headers.issuer = Some("x-auth-issuer".into());
+    let mut check = check(&policy, "eu.partners.example.com", "t");
+    check.record(&policy, Ok(&Verdict::Invalid(Rejection::Inactive)));
+    let verdict = Verdict::Valid(identity(&policy, MAIN_ID, "300", "300", &[]));
+    let Some(Decision::Admit(admission)) = check.record(&policy, Ok(&verdict)) else { panic!("not admitted") };
+    assert!(admission.set.contains(&("x-auth-issuer", Some(MAIN.to_string()))), "{:?}", admission.set);
+}

@@ -9,6 +9,13 @@
 //! waiters on other VMs see it on their VM's next tick. A paused request is
 //! answered from outside its own callback by making it current first
 //! ([`Host::act_as`]), so every step acts on "the current request".
+//!
+//! A call's answer comes back to the context whose callback made the call
+//! (the SDK files it under the running callback, whatever request is
+//! current), and is lost if that request is gone by then. So a request calls
+//! an issuer only from its own callbacks or from the root's tick: a waiter
+//! that needs the next issuer after its leader's verdict goes on at the next
+//! tick ([`Waiting::Ready`]), not inside the leader's callback.
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -64,6 +71,8 @@ enum Waiting {
     OnCall { call_id: u32, slot: Option<u32> },
     /// Another request leads; give up on it after `deadline_ms`.
     OnLeader { slot: u32, deadline_ms: u64 },
+    /// Its check goes on at the next tick, with the next issuer.
+    Ready,
 }
 
 /// One VM's filter: the compiled policy, the views of shared data, and the
@@ -75,6 +84,9 @@ pub struct Engine<H: Host> {
     /// One per issuer, in the policy's order.
     in_flight: Vec<InFlightTable>,
     paused: RefCell<Vec<Paused>>,
+    /// Requests let through, until they are done: only their bodies and
+    /// trailers may follow them upstream.
+    admitted: RefCell<Vec<u32>>,
 }
 
 impl<H: Host> Engine<H> {
@@ -94,7 +106,7 @@ impl<H: Host> Engine<H> {
         for table in &in_flight {
             table.prepare(&host);
         }
-        Engine { host, policy, cache, in_flight, paused: RefCell::default() }
+        Engine { host, policy, cache, in_flight, paused: RefCell::default(), admitted: RefCell::default() }
     }
 
     pub fn host(&self) -> &H {
@@ -113,6 +125,7 @@ impl<H: Host> Engine<H> {
                 for name in &self.policy.forwarded_headers {
                     self.host.set_request_header(name, None);
                 }
+                self.admitted.borrow_mut().push(context_id);
                 Flow::Continue
             }
             Start::Check(check) => match self.host.now_ms() {
@@ -125,9 +138,10 @@ impl<H: Host> Engine<H> {
         }
     }
 
-    /// Whether a request is paused (its body and trailers wait too).
-    pub fn is_paused(&self, context_id: u32) -> bool {
-        self.paused.borrow().iter().any(|p| p.context_id == context_id)
+    /// Whether a request's body and trailers may go on: only once it is
+    /// admitted. Paused (or, should it ever happen, forgotten) requests hold them.
+    pub fn may_go_on(&self, context_id: u32) -> bool {
+        self.admitted.borrow().contains(&context_id)
     }
 
     /// Takes verdicts for the current request until one decides or it must
@@ -135,13 +149,13 @@ impl<H: Host> Engine<H> {
     fn advance(&self, context_id: u32, mut check: Check, mut attempts: u8, now_ms: u64) -> Flow {
         loop {
             let issuer_id = match check.step() {
-                Step::Done(decision) => return self.conclude(decision),
+                Step::Done(decision) => return self.conclude(context_id, decision),
                 Step::Ask(issuer) => issuer,
             };
             let (Some(issuer), Some(table)) = (self.policy.issuer(issuer_id), self.in_flight.get(issuer_id.0)) else {
                 // Cannot happen: every id comes from the same policy.
                 if let Some(decision) = check.record(&self.policy, Err(Failure::Unavailable)) {
-                    return self.conclude(decision);
+                    return self.conclude(context_id, decision);
                 }
                 continue;
             };
@@ -149,14 +163,14 @@ impl<H: Host> Engine<H> {
             if let Some(verdict) = self.cache.lookup(&self.host, &hash, issuer.fingerprint, now_ms / 1000) {
                 self.host.count(Counter::CacheHits);
                 if let Some(decision) = check.record(&self.policy, Ok(&verdict)) {
-                    return self.conclude(decision);
+                    return self.conclude(context_id, decision);
                 }
                 attempts = 0;
                 continue;
             }
             self.host.count(Counter::CacheMisses);
             if let Some(decision) = self.cached_later(&check, now_ms) {
-                return self.conclude(decision);
+                return self.conclude(context_id, decision);
             }
             let waiting = match table.claim(&self.host, &hash, now_ms) {
                 Claim::Full => {
@@ -165,7 +179,7 @@ impl<H: Host> Engine<H> {
                         issuer.name, issuer.endpoint.max_in_flight
                     );
                     if let Some(decision) = check.record(&self.policy, Err(Failure::Overloaded)) {
-                        return self.conclude(decision);
+                        return self.conclude(context_id, decision);
                     }
                     attempts = 0;
                     continue;
@@ -183,7 +197,7 @@ impl<H: Host> Engine<H> {
                         }
                         self.note_issuer_error(Some(issuer_id), &err);
                         if let Some(decision) = check.record(&self.policy, Err(Failure::Unavailable)) {
-                            return self.conclude(decision);
+                            return self.conclude(context_id, decision);
                         }
                         attempts = 0;
                         continue;
@@ -237,52 +251,88 @@ impl<H: Host> Engine<H> {
             };
             paused.swap_remove(at)
         };
-        let Some(issuer) = self.policy.issuer(leader.issuer) else { return };
-        // Read the answer while the calling context is still the current one.
-        let now_ms = self.host.now_ms();
-        let outcome = match now_ms {
-            Some(now_ms) => self.read_verdict(issuer, num_headers, body_size, now_ms / 1000),
-            None => Err(IssuerError::Clock),
+        let slot = match leader.waiting {
+            Waiting::OnCall { slot, .. } => slot,
+            _ => None,
         };
-        let now_ms = now_ms.unwrap_or_default();
+        let table = self.in_flight.get(leader.issuer.0);
+        let (Some(issuer), Some(now_ms)) = (self.policy.issuer(leader.issuer), self.host.now_ms()) else {
+            // Without a clock no expiry can be checked, nor any cached verdict trusted.
+            self.note_issuer_error(Some(leader.issuer), &IssuerError::Clock);
+            if let (Some(slot), Some(table)) = (slot, table) {
+                table.finish(&self.host, slot, &leader.hash, true, 0);
+            }
+            let waiters = self.take_paused(|p| p.hash == leader.hash && matches!(p.waiting, Waiting::OnLeader { .. }));
+            for request in std::iter::once(leader).chain(waiters) {
+                self.answer(request.context_id, |engine| engine.deny(Denial::IssuerUnavailable));
+            }
+            return;
+        };
+        // Read the answer while the calling context is still the current one.
+        let outcome = self.read_verdict(issuer, num_headers, body_size, now_ms / 1000);
         if let Ok(verdict) = &outcome {
             let stored = self.cache.store(&self.host, &leader.hash, issuer.fingerprint, verdict, now_ms / 1000);
             if stored != StoreOutcome::Stored {
                 debug!("verdict not cached: {stored:?}");
             }
         }
-        if let (Waiting::OnCall { slot: Some(slot), .. }, Some(table)) =
-            (&leader.waiting, self.in_flight.get(leader.issuer.0))
-        {
-            table.finish(&self.host, *slot, &leader.hash, outcome.is_err(), now_ms);
+        if let (Some(slot), Some(table)) = (slot, table) {
+            table.finish(&self.host, slot, &leader.hash, outcome.is_err(), now_ms);
         }
         if let Err(err) = &outcome {
             self.note_issuer_error(Some(leader.issuer), err);
         }
         let outcome = outcome.as_ref().map_err(|_| Failure::Unavailable);
         let waiters = self.take_paused(|p| p.hash == leader.hash && matches!(p.waiting, Waiting::OnLeader { .. }));
-        for request in std::iter::once(leader).chain(waiters) {
-            let context_id = request.context_id;
-            self.answer(context_id, |engine| engine.resume_check(context_id, request.check, outcome, now_ms));
+        // The leader may call its next issuer from here (this is its call's
+        // callback); a waiter must wait for the tick (see the module documentation).
+        let context_id = leader.context_id;
+        self.answer(context_id, |engine| engine.resume_check(context_id, leader.check, outcome, now_ms));
+        for waiter in waiters {
+            self.go_on_later(waiter, outcome);
         }
     }
 
     /// A paused request's verdict from its issuer is in: decide, or go on to the next issuer.
     fn resume_check(&self, context_id: u32, mut check: Check, outcome: Result<&Verdict, Failure>, now_ms: u64) -> Flow {
         match check.record(&self.policy, outcome) {
-            Some(decision) => self.conclude(decision),
+            Some(decision) => self.conclude(context_id, decision),
             None => self.advance(context_id, check, 0, now_ms),
         }
     }
 
-    /// On each tick: go on with waiters whose leader finished, failed or vanished.
+    /// A waiter's verdict is in: decide now, or ask the next issuer at the next tick.
+    fn go_on_later(&self, mut request: Paused, outcome: Result<&Verdict, Failure>) {
+        let context_id = request.context_id;
+        let decision = match request.check.record(&self.policy, outcome) {
+            Some(decision) => decision,
+            None => match request.check.step() {
+                Step::Done(decision) => decision,
+                Step::Ask(_) => {
+                    request.waiting = Waiting::Ready;
+                    self.paused.borrow_mut().push(request);
+                    self.host.set_tick(WAITER_TICK);
+                    return;
+                }
+            },
+        };
+        self.answer(context_id, |engine| engine.conclude(context_id, decision));
+    }
+
+    /// On each tick (in the root context): go on with the requests ready for
+    /// their next issuer, and with waiters whose leader finished, failed or vanished.
     pub fn on_tick(&self) {
         let Some(now_ms) = self.host.now_ms() else { return };
+        for request in self.take_paused(|p| matches!(p.waiting, Waiting::Ready)) {
+            let Paused { context_id, check, .. } = request;
+            self.answer(context_id, |engine| engine.advance(context_id, check, 0, now_ms));
+        }
         for request in self.take_paused(|p| matches!(p.waiting, Waiting::OnLeader { .. })) {
             let Waiting::OnLeader { slot, deadline_ms } = request.waiting else { continue };
             let (Some(issuer), Some(table)) =
                 (self.policy.issuer(request.issuer), self.in_flight.get(request.issuer.0))
             else {
+                self.answer(request.context_id, |engine| engine.deny(Denial::IssuerUnavailable));
                 continue;
             };
             let state = table.leader_state(&self.host, slot, &request.hash, now_ms);
@@ -306,7 +356,7 @@ impl<H: Host> Engine<H> {
                 _ => self.answer(context_id, |engine| engine.advance(context_id, check, attempts + 1, now_ms)),
             }
         }
-        if !self.paused.borrow().iter().any(|p| matches!(p.waiting, Waiting::OnLeader { .. })) {
+        if !self.paused.borrow().iter().any(|p| matches!(p.waiting, Waiting::OnLeader { .. } | Waiting::Ready)) {
             self.host.set_tick(Duration::ZERO);
         }
     }
@@ -314,6 +364,7 @@ impl<H: Host> Engine<H> {
     /// A request's stream ended (client gone) while paused: forget it, and
     /// free its slot so its waiters need not wait for the stale limit.
     pub fn on_done(&self, context_id: u32) {
+        self.admitted.borrow_mut().retain(|&id| id != context_id);
         for request in self.take_paused(|p| p.context_id == context_id) {
             let table = self.in_flight.get(request.issuer.0);
             if let (Waiting::OnCall { slot: Some(slot), .. }, Some(table), Some(now_ms)) =
@@ -366,14 +417,14 @@ impl<H: Host> Engine<H> {
     }
 
     /// Carries a decision out on the current request.
-    fn conclude(&self, decision: Decision<'_>) -> Flow {
+    fn conclude(&self, context_id: u32, decision: Decision<'_>) -> Flow {
         match decision {
-            Decision::Admit(admission) => self.admit(&admission),
+            Decision::Admit(admission) => self.admit(context_id, &admission),
             Decision::Deny(denial) => self.deny(denial),
         }
     }
 
-    fn admit(&self, admission: &Admission<'_>) -> Flow {
+    fn admit(&self, context_id: u32, admission: &Admission<'_>) -> Flow {
         // Each replaces every copy the client sent; `None` removes them.
         for (name, value) in &admission.set {
             self.host.set_request_header(name, value.as_deref());
@@ -382,6 +433,7 @@ impl<H: Host> Engine<H> {
             self.host.set_request_header(name, None);
         }
         self.host.count(Counter::Allowed);
+        self.admitted.borrow_mut().push(context_id);
         Flow::Continue
     }
 

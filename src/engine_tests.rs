@@ -2,9 +2,13 @@
 //! are the workers of one Envoy; the issuer is played by the test, which
 //! answers each dispatched call. Tests assert on replies, forwarded headers
 //! and issuer calls, never on the order of host calls.
+//!
+//! The fake delivers a call's answer as the proxy-wasm SDK does: to the
+//! context whose callback dispatched it (the root's, for calls made on a
+//! tick), and not at all once that request has ended.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use serde_json::{json, Value};
@@ -28,6 +32,8 @@ struct Call {
     id: u32,
     cluster: String,
     token: String,
+    /// The context whose callback made the call (0: the root), which gets its answer.
+    registered: u32,
 }
 
 #[derive(Debug, Default)]
@@ -39,10 +45,16 @@ struct Outcome {
 
 struct FakeHost {
     shared: Rc<Shared>,
+    /// The context whose callback is running (0: the root's).
+    callback: Cell<u32>,
+    /// The request `act_as` made current.
     current: Cell<u32>,
+    /// Requests that ended (answered locally, or their client left).
+    ended: RefCell<HashSet<u32>>,
     outcomes: RefCell<HashMap<u32, Outcome>>,
     response: RefCell<(u16, Vec<u8>)>,
     ticking: Cell<bool>,
+    clock_broken: Cell<bool>,
     counters: RefCell<Vec<Counter>>,
 }
 
@@ -58,7 +70,7 @@ impl SharedData for FakeHost {
 
 impl Host for FakeHost {
     fn now_ms(&self) -> Option<u64> {
-        Some(self.shared.now_ms.get())
+        (!self.clock_broken.get()).then(|| self.shared.now_ms.get())
     }
 
     fn dispatch(&self, cluster: &str, _headers: &[(&str, &str)], body: &[u8], _timeout: Duration) -> Option<u32> {
@@ -67,7 +79,7 @@ impl Host for FakeHost {
         let token = encoded.replace("%2B", "+").replace("%2F", "/").replace("%3D", "=");
         let mut calls = self.shared.calls.borrow_mut();
         let id = u32::try_from(calls.len()).ok()? + 1;
-        calls.push(Call { id, cluster: cluster.to_string(), token });
+        calls.push(Call { id, cluster: cluster.to_string(), token, registered: self.callback.get() });
         Some(id)
     }
 
@@ -100,6 +112,7 @@ impl Host for FakeHost {
 
     fn reply(&self, reply: &Reply) {
         self.outcomes.borrow_mut().entry(self.current.get()).or_default().reply = Some(reply.clone());
+        self.ended.borrow_mut().insert(self.current.get());
     }
 
     fn resume(&self) {
@@ -125,10 +138,13 @@ fn shared() -> Rc<Shared> {
 fn worker_with(shared: &Rc<Shared>, policy: Policy, namespace: &str) -> Engine<FakeHost> {
     let host = FakeHost {
         shared: Rc::clone(shared),
+        callback: Cell::new(0),
         current: Cell::new(0),
+        ended: RefCell::default(),
         outcomes: RefCell::default(),
         response: RefCell::new((200, Vec::new())),
         ticking: Cell::new(false),
+        clock_broken: Cell::new(false),
         counters: RefCell::default(),
     };
     Engine::new(host, policy, namespace)
@@ -140,6 +156,7 @@ fn worker(shared: &Rc<Shared>) -> Engine<FakeHost> {
 
 /// Sends request `id` to `host` with `token`.
 fn send(engine: &Engine<FakeHost>, id: u32, host: &str, token: &str) -> Flow {
+    engine.host().callback.set(id);
     engine.host().current.set(id);
     let authorization = format!("Bearer {token}");
     let request = Request {
@@ -151,17 +168,37 @@ fn send(engine: &Engine<FakeHost>, id: u32, host: &str, token: &str) -> Flow {
     engine.on_request_headers(id, &request)
 }
 
-/// The issuer's answer to call `id`, delivered to the engine that made it.
-fn answer(engine: &Engine<FakeHost>, id: u32, body: &Value) {
-    let bytes = body.to_string().into_bytes();
-    let size = bytes.len();
-    *engine.host().response.borrow_mut() = (200, bytes);
+/// The issuer's answer to call `id`, delivered to the engine that made it, in the
+/// callback of the context that made it; false when that request has ended (lost).
+fn deliver(engine: &Engine<FakeHost>, id: u32, status: u16, body: Vec<u8>) -> bool {
+    let call = engine.host().shared.calls.borrow().iter().find(|c| c.id == id).cloned().expect("a call with that id");
+    if call.registered != 0 && engine.host().ended.borrow().contains(&call.registered) {
+        return false;
+    }
+    engine.host().callback.set(call.registered);
+    engine.host().current.set(call.registered);
+    let size = body.len();
+    *engine.host().response.borrow_mut() = (status, body);
     engine.on_call_response(id, 2, size);
+    true
+}
+
+fn answer(engine: &Engine<FakeHost>, id: u32, body: &Value) {
+    assert!(deliver(engine, id, 200, body.to_string().into_bytes()), "the answer to call {id} was lost");
 }
 
 fn fail(engine: &Engine<FakeHost>, id: u32) {
-    *engine.host().response.borrow_mut() = (503, Vec::new());
-    engine.on_call_response(id, 2, 0);
+    assert!(deliver(engine, id, 503, Vec::new()), "the answer to call {id} was lost");
+}
+
+fn tick(engine: &Engine<FakeHost>) {
+    engine.host().callback.set(0);
+    engine.on_tick();
+}
+
+fn done(engine: &Engine<FakeHost>, id: u32) {
+    engine.host().ended.borrow_mut().insert(id);
+    engine.on_done(id);
 }
 
 /// ZITADEL's answer for an active token of `project` with `roles` there.
@@ -246,7 +283,7 @@ fn token_for_orders_is_refused_at_billing_on_every_path() {
     assert!(other_vm.host().ticking.get());
     answer(&vm, 2, &orders_token);
     assert_eq!((status(&vm, 4), status(&vm, 5)), (Some(200), Some(401)));
-    other_vm.on_tick();
+    tick(&other_vm);
     assert_eq!(status(&other_vm, 6), Some(401));
     assert!(!other_vm.host().ticking.get());
     assert_eq!(calls(&shared).len(), 2);
@@ -344,7 +381,7 @@ fn a_failed_leader_fails_its_waiters_on_every_worker() {
     send(&vm, 2, "orders.example.com", "t");
     send(&other_vm, 3, "orders.example.com", "t");
     fail(&vm, 1);
-    other_vm.on_tick();
+    tick(&other_vm);
     assert_eq!([status(&vm, 1), status(&vm, 2), status(&other_vm, 3)], [Some(503); 3]);
     assert_eq!(calls(&shared).len(), 1);
 }
@@ -415,8 +452,8 @@ fn a_vanished_leader_lets_a_waiter_call() {
     let (vm, other_vm) = (worker(&shared), worker(&shared));
     send(&vm, 1, "orders.example.com", "t");
     send(&other_vm, 2, "orders.example.com", "t");
-    vm.on_done(1); // the leader's client went away
-    other_vm.on_tick();
+    done(&vm, 1); // the leader's client went away
+    tick(&other_vm);
     assert_eq!(calls(&shared).len(), 2);
     answer(&other_vm, 2, &active(MAIN, "100", &[]));
     assert_eq!(status(&other_vm, 2), Some(200));
@@ -445,7 +482,7 @@ fn issuers_sharing_a_url_keep_their_own_verdicts() {
     let shared = shared();
     let mut policy = gateway();
     policy.issuers[1].extraction.issuer = MAIN.into();
-    policy.issuers[1].key_scope = format!("partner\0{MAIN}");
+    policy.issuers[1].key_scope = format!("partner\0{MAIN}\0{:016x}", policy.issuers[1].fingerprint);
     let vm = worker_with(&shared, policy, "gateway");
     send(&vm, 1, "orders.example.com", "t");
     answer(&vm, 1, &active(MAIN, "100", &[]));
@@ -457,4 +494,69 @@ fn issuers_sharing_a_url_keep_their_own_verdicts() {
     answer(&vm, 2, &active(MAIN, "300", &[]));
     assert_eq!(status(&vm, 2), Some(200));
     assert_eq!(header(&vm, 2, "x-auth-subject").as_deref(), Some("user-of-300"));
+}
+
+/// A waiter that needs its API's next issuer after the leader's answer calls
+/// it from the tick: from inside the leader's callback, the answer would go
+/// to the leader, which has ended by then (its own API trusts one issuer),
+/// and the waiter would hang holding a slot of the next issuer's cap.
+#[test]
+fn a_waiter_calls_its_next_issuer_from_the_tick() {
+    let basic = json!({"method": "client_secret_basic", "client_id": "api", "client_secret": "s3cret"});
+    let config = json!({
+        "issuers": {
+            "main": {"issuer": MAIN, "introspection": {"cluster": "main"}, "client_auth": basic},
+            "partner": {"issuer": PARTNER, "introspection": {"cluster": "partner"}, "client_auth": basic}
+        },
+        "apis": {
+            "orders": {"audiences": ["100"], "issuers": ["main"]},
+            "both": {"audiences": ["300"], "issuers": ["main", "partner"]}
+        },
+        "rules": [
+            {"host": "orders.example.com", "prefix": "/", "api": "orders", "access": "authenticated"},
+            {"host": "both.example.com", "prefix": "/", "api": "both", "access": "authenticated"}
+        ]
+    });
+    let policy = crate::config::parse(config.to_string().as_bytes(), &|_| None).unwrap();
+    let shared = shared();
+    let vm = worker_with(&shared, policy, "ns");
+    send(&vm, 1, "orders.example.com", "partner-token");
+    send(&vm, 2, "both.example.com", "partner-token");
+    assert_eq!(calls(&shared).len(), 1, "the second request waits for the first");
+    answer(&vm, 1, &json!({"active": false}));
+    assert_eq!(status(&vm, 1), Some(401));
+    assert_eq!(calls(&shared).len(), 1, "no call from inside the leader's callback");
+    assert!(vm.host().ticking.get());
+    tick(&vm);
+    let last = calls(&shared).last().cloned().unwrap();
+    assert_eq!((last.cluster.as_str(), last.registered), ("partner", 0));
+    answer(&vm, last.id, &active(PARTNER, "300", &[]));
+    assert_eq!(status(&vm, 2), Some(200));
+    assert!(!vm.may_go_on(1) && vm.may_go_on(2));
+}
+
+#[test]
+fn a_lost_clock_denies_the_leader_and_its_waiters() {
+    let shared = shared();
+    let vm = worker(&shared);
+    send(&vm, 1, "orders.example.com", "t");
+    send(&vm, 2, "orders.example.com", "t");
+    vm.host().clock_broken.set(true);
+    answer(&vm, 1, &active(MAIN, "100", &[]));
+    assert_eq!((status(&vm, 1), status(&vm, 2)), (Some(503), Some(503)));
+}
+
+#[test]
+fn bodies_follow_only_admitted_requests() {
+    let shared = shared();
+    let vm = worker(&shared);
+    send(&vm, 1, "orders.example.com", "t");
+    assert!(!vm.may_go_on(1), "paused");
+    answer(&vm, 1, &active(MAIN, "100", &[]));
+    assert!(vm.may_go_on(1));
+    send(&vm, 2, "orders.example.com", "other");
+    answer(&vm, 2, &json!({"active": false}));
+    assert!(!vm.may_go_on(2), "denied");
+    done(&vm, 1);
+    assert!(!vm.may_go_on(1), "forgotten once done");
 }

@@ -80,11 +80,12 @@ struct RequestFilter {
 }
 
 impl RequestFilter {
-    fn hold_while_paused(&self) -> Action {
-        if self.engine.is_paused(self.context_id) {
-            Action::Pause
-        } else {
+    /// A body or trailers go on only behind admitted headers.
+    fn hold_unless_admitted(&self) -> Action {
+        if self.engine.may_go_on(self.context_id) {
             Action::Continue
+        } else {
+            Action::Pause
         }
     }
 }
@@ -120,7 +121,7 @@ impl HttpContext for RequestFilter {
     // Body and trailers stay with Envoy until the verdict is in: nothing of a
     // request moves upstream while it waits for the issuer.
     fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
-        self.hold_while_paused()
+        self.hold_unless_admitted()
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
@@ -128,7 +129,7 @@ impl HttpContext for RequestFilter {
         for name in &self.engine.policy().forwarded_headers {
             self.set_http_request_trailer(name, None);
         }
-        self.hold_while_paused()
+        self.hold_unless_admitted()
     }
 }
 

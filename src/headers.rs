@@ -44,15 +44,27 @@ const HEADER_RULE: &str = "must be a lower-case header name (a-z, 0-9, '-') that
                            content, x-envoy-* or x-forwarded-* header";
 
 pub(crate) fn identity_headers(raw: &RawIdentityHeaders) -> Result<IdentityHeaders, HeaderError> {
-    let RawIdentityHeaders { subject, client_id, roles } = raw;
-    let headers = IdentityHeaders { subject: subject.clone(), client_id: client_id.clone(), roles: roles.clone() };
-    for (field, name) in [("subject", subject), ("client_id", client_id), ("roles", roles)] {
+    let RawIdentityHeaders { subject, client_id, roles, issuer } = raw;
+    let headers = IdentityHeaders {
+        subject: subject.clone(),
+        client_id: client_id.clone(),
+        roles: roles.clone(),
+        issuer: issuer.clone(),
+    };
+    let named = [
+        ("subject", Some(subject)),
+        ("client_id", Some(client_id)),
+        ("roles", Some(roles)),
+        ("issuer", issuer.as_ref()),
+    ];
+    for (field, name) in named.iter().filter_map(|(field, name)| Some((field, (*name)?))) {
         if !is_forwardable_header(name) {
             return Err((format!("identity_headers.{field}"), HEADER_RULE.into()));
         }
     }
-    if subject == client_id || subject == roles || client_id == roles {
-        return Err(("identity_headers".into(), "the three header names must differ".into()));
+    let names = headers.names();
+    if names.iter().enumerate().any(|(i, name)| names.iter().skip(i + 1).any(|other| other == name)) {
+        return Err(("identity_headers".into(), "the header names must differ".into()));
     }
     Ok(headers)
 }

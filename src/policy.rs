@@ -52,7 +52,8 @@ pub struct Issuer {
     /// What this issuer's cached verdicts depend on (see `compile::fingerprint`):
     /// a verdict written under another fingerprint is ignored.
     pub fingerprint: u64,
-    /// `name`, NUL, URL: what [`Issuer::token_hash`] hashes with the token.
+    /// Name, URL and fingerprint, NUL-separated: what [`Issuer::token_hash`]
+    /// hashes with the token.
     pub key_scope: String,
 }
 
@@ -61,9 +62,10 @@ impl Issuer {
         &self.extraction.issuer
     }
 
-    /// The cache and in-flight key of `token` at this issuer: its name and
-    /// URL are part of it, so two issuers never share a verdict, not even two
-    /// entries for one ZITADEL instance with different credentials.
+    /// The cache and in-flight key of `token` at this issuer: its name, URL
+    /// and fingerprint are part of it, so two issuers never share a verdict
+    /// or a call, not even two entries for one ZITADEL instance with
+    /// different credentials, nor one issuer under two configurations.
     pub fn token_hash(&self, token: &str) -> TokenHash {
         TokenHash::of(&self.key_scope, token)
     }
@@ -113,10 +115,14 @@ pub struct IdentityHeaders {
     pub subject: String,
     pub client_id: String,
     pub roles: String,
+    /// For the URL of the issuer that vouched, when named.
+    pub issuer: Option<String>,
 }
 
 impl IdentityHeaders {
-    pub fn names(&self) -> [&str; 3] {
-        [&self.subject, &self.client_id, &self.roles]
+    pub fn names(&self) -> Vec<&str> {
+        let mut names = vec![self.subject.as_str(), self.client_id.as_str(), self.roles.as_str()];
+        names.extend(self.issuer.as_deref());
+        names
     }
 }

@@ -176,11 +176,13 @@ def test_claims_become_each_apis_headers(gateway, issuers):
     partners = gateway.get("/x", token=mint(issuers, "partners-opaque"), host=PARTNERS)
     assert_ok_from_upstream(partners)
     assert partners.header("echo-x-auth-partner-user") == partner.ids["service_users"]["reader-opaque"]["user_id"]
+    assert partners.header("echo-x-auth-issuer") == partner.url
     assert partners.header("echo-x-auth-subject") is None
     assert partners.header("echo-x-auth-org") is None
+    assert orders.header("echo-x-auth-issuer") is None
 
 
-FORGED = ["x-auth-org: forged-org", "X-Auth-Org: forged-again", "x-auth-username: root@evil",
+FORGED = ["x-auth-org: forged-org", "X-Auth-Org: forged-again", "x-auth-username: root@evil", "x-auth-issuer: evil",
           "x-auth-subject: admin", "x-auth-partner-user: admin", "x-auth-roles: orders:admin"]
 
 
