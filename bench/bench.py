@@ -15,6 +15,8 @@ rounds and the report gives medians and ratios measured in this one run:
      the real local issuer (demo/issuer) beforehand, each used once
   f  64 concurrent requests carrying the same brand-new token, for several
      new tokens: issuer calls per new token
+  g  with --baseline-wasm PATH: (c) with another build of the filter (the one
+     before a change, say), on its own listener and VMs, in the same rounds
 
 The filter of (e) and (f) runs in its own VMs (vm_id oauth_introspection_miss),
 so its verdict cache is not the one (c) reads. Run it with scripts/bench.sh
@@ -106,7 +108,7 @@ def jwt_filter(jwks_json):
     }
 
 
-def config_editor(kinds, jwks_json, wasm=WASM):
+def config_editor(kinds, jwks_json, wasm=WASM, baseline_wasm=None):
     """An `edit_config` for stack.Envoy: one listener per kind, ports in `envoy.ports`."""
 
     def edit(text, envoy):
@@ -134,6 +136,10 @@ def config_editor(kinds, jwks_json, wasm=WASM):
             elif kind == "miss":
                 # Its own VMs, hence its own shared data: (e) and (f) never touch (c)'s cache.
                 wasm_filter(filters)["typed_config"]["config"]["vm_config"]["vm_id"] = "oauth_introspection_miss"
+            elif kind == "baseline":
+                vm_config = wasm_filter(filters)["typed_config"]["config"]["vm_config"]
+                vm_config["vm_id"] = "oauth_introspection_baseline"
+                vm_config["code"]["local"]["filename"] = baseline_wasm
             listeners.append(listener)
         config["static_resources"]["listeners"] = listeners
         return json.dumps(config)
@@ -283,7 +289,7 @@ def build_report(args, results, miss_info, burst_info, rss, alone_rss, sizes, en
         for c in CONNECTIONS:
             runs = results[(case, c)]
             lo, hi = min(r["rps"] for r in runs), max(r["rps"] for r in runs)
-            mem = f"{alone_rss[case]:.0f} MB" if case in alone_rss else "as (c)"
+            mem = f"{alone_rss[case]:.0f} MB" if case in alone_rss else ("–" if case == "g" else "as (c)")
             lines.append(
                 f"| ({case}) {label} | {c} | {med(runs, 'rps'):,.0f} ({lo:,.0f}–{hi:,.0f}) "
                 f"| {ratio(results, case, 'a', c, 'rps'):.2f}× | {fmt_us(med(runs, 'p50_us'))} "
@@ -301,12 +307,21 @@ def build_report(args, results, miss_info, burst_info, rss, alone_rss, sizes, en
                      f"calls per new token min {min(per_token)}, median {statistics.median(per_token):g}, max "
                      f"{max(per_token)} (per token: {' '.join(map(str, per_token))}); answers: {status_counts}; "
                      f"all {args.burst} answered in {statistics.median(info['seconds']) * 1000:.0f} ms (median).")
-    lines.append(f"- Envoy RSS, all {len(KINDS)} listeners (VMs of 3 wasm plugins: empty, (c), (e)/(f)): "
+    plugins = "empty, (c), (e)/(f)" + (", (g)" if "g" in CASES else "")
+    lines.append(f"- Envoy RSS, all {len(KINDS)} listeners (VMs of the wasm plugins {plugins}): "
                  f"{rss['start']:.0f} MB after start, {rss['end']:.0f} MB after the runs. The RSS column: an Envoy "
                  f"with only that listener, after {args.seconds} s of load at 16 connections.")
     lines.append(f"- .wasm: {env['filter']}: {sizes['filter']:,} bytes "
                  f"({sizes['filter'] / 1024:.0f} KiB); the empty filter {sizes['empty']:,} bytes "
                  f"({sizes['empty'] / 1024:.0f} KiB).")
+    if "g" in CASES:
+        for c in CONNECTIONS:
+            lines.append(f"- (c) this build against (g) the baseline build, {c} connection{'s' if c > 1 else ''}: "
+                         f"requests/s {ratio(results, 'c', 'g', c, 'rps'):.2f}×, p50 "
+                         f"{paired(results, 'c', 'g', c, 'p50_us', lambda x, y: x - y):+.0f} µs, p99 "
+                         f"{paired(results, 'c', 'g', c, 'p99_us', lambda x, y: x - y):+.0f} µs (paired per round); "
+                         f"(g) × (a) {ratio(results, 'g', 'a', c, 'rps'):.2f}×.")
+        lines.append(f"- (g) baseline .wasm: {env['baseline']}, {sizes['baseline']:,} bytes.")
     lines.append("")
     lines.append("Targets (reported, not asserted):")
     lines.append("")
@@ -398,8 +413,12 @@ def main():
     parser.add_argument("--no-plot", action="store_true", help="skip results.png (needs matplotlib)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary dir (logs, configs, tokens)")
     parser.add_argument("--wasm", default=WASM, help="the filter's .wasm (default: this checkout's build, after wasm-opt)")
+    parser.add_argument("--baseline-wasm", help="also measure this build's cache hit, as case (g), in the same rounds")
     args = parser.parse_args()
     began = time.monotonic()
+    if args.baseline_wasm:
+        args.baseline_wasm = os.path.abspath(args.baseline_wasm)
+        CASES["g"], SHORT["g"], KINDS["g"] = "baseline build, cache hit", "baseline\ncache hit", "baseline"
 
     args.wasm = os.path.abspath(args.wasm)
     for path in (args.wasm, EMPTY_WASM):
@@ -408,6 +427,9 @@ def main():
     sizes = {"filter": os.path.getsize(args.wasm), "empty": os.path.getsize(EMPTY_WASM)}
     env = {"envoy": envoy_version(), "cores": os.cpu_count(), "load": f"{os.getloadavg()[0]:.1f}",
            "filter": filter_origin(args.wasm)}
+    if args.baseline_wasm:
+        sizes["baseline"] = os.path.getsize(args.baseline_wasm)
+        env["baseline"] = f"`{args.baseline_wasm}`"
 
     work_dir = tempfile.mkdtemp(prefix="bench-")  # logs, configs, JWKS, token files
     jwks, jwt = make_jwt(work_dir)
@@ -416,10 +438,11 @@ def main():
     try:
         envoy = Envoy(work_dir, issuer.port, api.port, name="envoy-bench", log_args=["-l", "warning"],
                       env={"ZITADEL_API_KEY_JSON": issuer.api_key_json},
-                      edit_config=config_editor(list(KINDS.values()), jwks, args.wasm))
+                      edit_config=config_editor(list(KINDS.values()), jwks, args.wasm, args.baseline_wasm))
         url = {case: f"http://127.0.0.1:{envoy.ports[kind]}{PATH}" for case, kind in KINDS.items()}
         token = issuer.token("reader-opaque")
-        tokens = {"a": None, "b": None, "c": token, "d": jwt}
+        tokens = {"a": None, "b": None, "c": token, "d": jwt, "g": token}
+        timed = "abcd" + ("g" if args.baseline_wasm else "")
 
         # Every token (e) and (f) will use, minted before any timed run.
         print(f"==> minting {args.rounds * len(CONNECTIONS) * args.miss_tokens + 2 * args.burst_tokens + 1} tokens "
@@ -435,7 +458,7 @@ def main():
 
         # Warm every listener: the first request per case, the VMs' code paths, the miss
         # listener's client assertion (signed once, then reused).
-        for case in "abcd":
+        for case in timed:
             assert get_status(envoy.ports[KINDS[case]], tokens[case] or "x") == 200, case
         assert get_status(envoy.ports["miss"], mint(issuer, 1)[0]) == 200
         # (c)'s cache and (e)'s are separate: (c)'s warmed token is a miss on the (e) listener.
@@ -444,7 +467,7 @@ def main():
         if issuer.introspections() == calls:
             raise SystemExit("the (e) listener shares (c)'s cache; the benchmark expects separate VMs")
         if args.warmup:
-            for case in "abcd":
+            for case in timed:
                 wrk(url[case], 16, args.warmup, token=tokens[case])
         rss = {"start": rss_mb(envoy.process.proc.pid)}
 
@@ -453,12 +476,12 @@ def main():
         print(f"==> {args.rounds} rounds: (a)-(d) {args.seconds} s each at {CONNECTIONS} connections, "
               f"(e) {args.miss_tokens} new tokens per run", file=sys.stderr)
         for r in range(args.rounds):
-            order = "abcd"[r % 4:] + "abcd"[:r % 4]  # rotate, so no case always runs first
+            order = timed[r % len(timed):] + timed[:r % len(timed)]  # rotate, so no case always runs first
             for c in CONNECTIONS:
                 for case in order:
                     before = issuer.introspections()
                     results[(case, c)].append(wrk(url[case], c, args.seconds, token=tokens[case]))
-                    if case == "c":
+                    if case in "cg":
                         hit_calls += issuer.introspections() - before
                 before = issuer.introspections()
                 with open(miss_files[(r, c)]) as f:
