@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The demo upstream: answers every request with `OK <time>` (as ZITADEL's Go
 guide does) and echoes the identity headers the filter forwarded (every
-`x-auth-*` header, as `echo-x-auth-*`, and `x-forwarded-host`).
+`x-auth-*` header, as `echo-x-auth-*`, underscore spellings such as
+`x_auth_subject` too, and `x-forwarded-host`).
 
     python3 demo/api.py --port 8000
 
@@ -61,7 +62,8 @@ class Handler(BaseHTTPRequestHandler):
         # Every value of each identity header, joined with " | ": a forged
         # duplicate next to the filter's value would show.
         names = sorted({name.lower() for name in self.headers.keys()
-                        if name.lower().startswith(IDENTITY_PREFIX) or name.lower() == "x-forwarded-host"})
+                        if name.lower().replace("_", "-").startswith(IDENTITY_PREFIX)
+                        or name.lower() == "x-forwarded-host"})
         echo = {f"echo-{name}": " | ".join(self.headers.get_all(name)) for name in names}
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._send(200, f"OK {now}\n".encode(), "text/plain", echo)

@@ -33,6 +33,8 @@ pub enum HostError {
     /// An IP literal that is not a plain IPv6 address in brackets (zone ids,
     /// IPvFuture, or IPv6 without brackets).
     BadIpLiteral,
+    /// `:authority` came twice.
+    Repeated,
 }
 
 impl fmt::Display for HostError {
@@ -45,6 +47,7 @@ impl fmt::Display for HostError {
             HostError::BadName => "host name is malformed",
             HostError::AmbiguousNumber => "host is a number that is not a plain IPv4 address",
             HostError::BadIpLiteral => "host is an invalid IP literal",
+            HostError::Repeated => "host is given twice",
         })
     }
 }

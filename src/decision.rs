@@ -11,22 +11,15 @@
 //! an issuer that could not answer (503) before a valid token's wrong
 //! audience or missing role (401, 403) before the issuers' refusals (401).
 
-use crate::authority::canonical_authority;
+use crate::authority::{canonical_authority, HostError};
 use crate::introspection::{Identity, Rejection, Verdict};
-use crate::path::canonical_path;
+use crate::path::{canonical_path, PathError};
 use crate::policy::{ApiId, IssuerId, Policy};
+use crate::request::Repeated;
+pub use crate::request::Request;
 use crate::response::Denial;
 use crate::rules::{Access, Target};
 use crate::token::{bearer_token, token_shape, TokenError, TokenShape};
-
-/// The parts of a request the decision reads, as the host gave them.
-#[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
-    pub method: &'a [u8],
-    pub authority: &'a [u8],
-    pub path: &'a [u8],
-    pub authorization: Option<&'a [u8]>,
-}
 
 /// What to do with a request before any verdict.
 #[derive(Debug)]
@@ -40,6 +33,13 @@ pub enum Start {
 
 /// Reads a request (see the module documentation).
 pub fn start(policy: &Policy, request: &Request<'_>) -> Start {
+    match request.repeated {
+        None => {}
+        Some(Repeated::Authority) => return Start::Deny(Denial::BadHost(HostError::Repeated)),
+        Some(Repeated::Path | Repeated::Method) => return Start::Deny(Denial::BadPath(PathError::Repeated)),
+        // As when Envoy joins two into one: not exactly one bearer token.
+        Some(Repeated::Authorization) => return Start::Deny(Denial::MalformedToken),
+    }
     let authority = match canonical_authority(request.authority) {
         Ok(authority) => authority,
         Err(err) => return Start::Deny(Denial::BadHost(err)),

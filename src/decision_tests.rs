@@ -76,6 +76,7 @@ fn request<'a>(host: &'a str, path: &'a str, authorization: Option<&'a str>) -> 
         authority: host.as_bytes(),
         path: path.as_bytes(),
         authorization: authorization.map(str::as_bytes),
+        ..Request::default()
     }
 }
 
@@ -326,4 +327,15 @@ fn the_issuer_header_names_the_issuer_that_vouched() {
     let verdict = Verdict::Valid(identity(&policy, MAIN_ID, "300", "300", &[]));
     let Some(Decision::Admit(admission)) = check.record(&policy, Ok(&verdict)) else { panic!("not admitted") };
     assert!(admission.set.contains(&("x-auth-issuer", Some(MAIN.to_string()))), "{:?}", admission.set);
+}
+
+#[test]
+fn a_header_the_decision_reads_given_twice_is_refused() {
+    use crate::request::Repeated;
+    let policy = gateway();
+    let twice =
+        |repeated| Request { repeated: Some(repeated), ..request("orders.example.com", "/x", Some("Bearer t")) };
+    assert_eq!(denial(start(&policy, &twice(Repeated::Authority))), Denial::BadHost(HostError::Repeated));
+    assert_eq!(denial(start(&policy, &twice(Repeated::Path))), Denial::BadPath(PathError::Repeated));
+    assert_eq!(denial(start(&policy, &twice(Repeated::Authorization))), Denial::MalformedToken);
 }

@@ -30,6 +30,7 @@ use crate::host::Host;
 use crate::introspection::{self, IssuerError, IssuerResponse, Verdict};
 use crate::metrics::{Counter, IssuerCounter};
 use crate::policy::{Issuer, IssuerId, Policy};
+use crate::request::underscore_spellings;
 use crate::response::Denial;
 use crate::token::TokenHash;
 
@@ -119,6 +120,13 @@ impl<H: Host> Engine<H> {
 
     /// A request's headers are in: answer, forward, or pause it.
     pub fn on_request_headers(&self, context_id: u32, request: &Request<'_>) -> Flow {
+        // Underscore spellings of forwarded headers go first, whatever the route:
+        // the shipped Envoy config refuses them, Envoy's default lets them through.
+        for name in underscore_spellings(&request.names, &self.policy.forwarded_headers) {
+            if let Ok(name) = std::str::from_utf8(name) {
+                self.host.set_request_header(name, None);
+            }
+        }
         match decision::start(&self.policy, request) {
             Start::Deny(denial) => self.deny(denial),
             Start::Public => {

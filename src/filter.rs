@@ -11,15 +11,15 @@ use std::time::{Duration, UNIX_EPOCH};
 use log::error;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
 
 use crate::cache::SharedData;
 use crate::config;
-use crate::decision::Request;
 use crate::engine::{namespace, Engine, Flow};
 use crate::host::Host;
 use crate::metrics::{self, Counter, IssuerCounter, COUNTERS, ISSUER_COUNTERS};
 use crate::policy::{IssuerId, Policy};
+use crate::request::{header_pairs, Request};
 use crate::response::{Denial, Reply};
 
 #[derive(Default)]
@@ -103,15 +103,10 @@ impl Context for RequestFilter {
 
 impl HttpContext for RequestFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let header = |name| self.get_http_request_header_bytes(name);
-        let (method, authority, path) = (header(":method"), header(":authority"), header(":path"));
-        let authorization = header("authorization");
-        let request = Request {
-            method: method.as_deref().unwrap_or_default(),
-            authority: authority.as_deref().unwrap_or_default(),
-            path: path.as_deref().unwrap_or_default(),
-            authorization: authorization.as_deref(),
-        };
+        let block = request_header_block();
+        // A block that does not parse yields no headers: no host, so 400.
+        let pairs = header_pairs(&block).unwrap_or_default();
+        let request = Request::from_pairs(&pairs);
         match self.engine.on_request_headers(self.context_id, &request) {
             Flow::Continue => Action::Continue,
             Flow::Pause => Action::Pause,
@@ -130,6 +125,33 @@ impl HttpContext for RequestFilter {
             self.set_http_request_trailer(name, None);
         }
         self.hold_unless_admitted()
+    }
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+}
+
+/// Every request header in one host call, serialized as the ABI defines
+/// (see `request::header_pairs`). The SDK's own getter for this unwraps each
+/// name as UTF-8; this one leaves the bytes to the parser.
+fn request_header_block() -> Vec<u8> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer to `size` bytes it allocated through
+    // the SDK's `proxy_on_memory_allocate` (a boxed slice of exactly `size`
+    // bytes), which this Vec then owns and frees; the SDK's getters do the same.
+    unsafe {
+        if proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) != Status::Ok || data.is_null()
+        {
+            return Vec::new();
+        }
+        Vec::from_raw_parts(data, size, size)
     }
 }
 

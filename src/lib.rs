@@ -25,6 +25,7 @@ pub mod json;
 pub mod metrics;
 pub mod path;
 pub mod policy;
+pub mod request;
 pub mod response;
 pub mod rules;
 pub mod token;

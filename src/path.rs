@@ -33,6 +33,8 @@ pub enum PathError {
     NotUtf8,
     /// A dot-segment with parameters (`..;x`), which some servers resolve as `..`.
     DotSegmentParameter,
+    /// `:path` or `:method` came twice.
+    Repeated,
 }
 
 impl fmt::Display for PathError {
@@ -45,6 +47,7 @@ impl fmt::Display for PathError {
             PathError::AmbiguousEscape => "path has an encoded slash, backslash or NUL, or a double encoding",
             PathError::NotUtf8 => "path escapes do not decode to UTF-8",
             PathError::DotSegmentParameter => "path has a dot-segment with parameters",
+            PathError::Repeated => "path or method is given twice",
         })
     }
 }

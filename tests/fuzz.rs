@@ -12,6 +12,7 @@ use oauth_introspection_filter::introspection::{
 };
 use oauth_introspection_filter::json::{parse_strict, StrictError};
 use oauth_introspection_filter::path::canonical_path;
+use oauth_introspection_filter::request::{header_pairs, Request};
 use oauth_introspection_filter::token::{bearer_token, token_shape, TokenHash, TokenShape, MAX_TOKEN_LEN};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
@@ -346,6 +347,37 @@ proptest! {
         path.extend_from_slice(&bytes);
         check_canonical(&path)?;
         check_canonical(&bytes)?;
+    }
+
+    #[test]
+    fn header_block_parser_survives_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..128)) {
+        if let Some(pairs) = header_pairs(&bytes) {
+            let request = Request::from_pairs(&pairs);
+            prop_assert_eq!(request.names.len(), pairs.len());
+        }
+    }
+
+    #[test]
+    fn header_block_parser_reads_what_the_host_writes(
+        pairs in prop::collection::vec(("[a-z:_-]{1,12}", prop::collection::vec(any::<u8>(), 0..20)), 0..8),
+    ) {
+        let mut block = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (name, value) in &pairs {
+            block.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            block.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        }
+        for (name, value) in &pairs {
+            block.extend_from_slice(name.as_bytes());
+            block.push(0);
+            block.extend_from_slice(value);
+            block.push(0);
+        }
+        let parsed = header_pairs(&block).unwrap_or_default();
+        prop_assert_eq!(parsed.len(), pairs.len());
+        for ((name, value), (want_name, want_value)) in parsed.iter().zip(&pairs) {
+            prop_assert_eq!(*name, want_name.as_bytes());
+            prop_assert_eq!(*value, want_value.as_slice());
+        }
     }
 
     #[test]

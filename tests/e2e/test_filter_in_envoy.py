@@ -8,6 +8,7 @@ import time
 import pytest
 
 from conftest import RESPONSES
+from stack import raw_get
 
 PROJECT_ID = "300000000000000001"
 SCOPED_CHALLENGE = 'Bearer error="insufficient_scope", scope="read:messages"'
@@ -301,3 +302,29 @@ def test_identity_header_spelled_with_underscores_is_rejected(envoy, api, header
     resp = envoy.get("/public", headers={header: "admin"})
     assert resp.status == 400, resp
     assert api.hits().get("/public", 0) == hits_before
+
+
+def allow_underscores(text, _envoy):
+    import yaml
+
+    config = yaml.safe_load(text)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm.pop("common_http_protocol_options", None)  # Envoy's default: ALLOW
+    return yaml.safe_dump(config)
+
+
+def test_identity_header_spelled_with_underscores_is_removed_where_envoy_allows_it(envoy_factory, tokens):
+    """Envoy's default lets `x_auth_roles` through, and CGI-style upstreams read it as
+    `x-auth-roles`: the filter removes underscore spellings of every forwarded header itself."""
+    lenient = envoy_factory("envoy-underscores-allowed", edit_config=allow_underscores)
+    forged = ["x_auth_subject: admin", "X_Auth_Roles: read:messages,admin", "x_auth-client-id: forged"]
+    for path, token in (("/public", None), ("/api/private", tokens("plain-opaque"))):
+        lines = forged + ([f"Authorization: Bearer {token}"] if token else [])
+        resp = raw_get(lenient.port, path, lines)
+        assert_ok_from_upstream(resp)
+        echoed = {k: v for k, v in resp.headers.items() if k.startswith("echo-")}
+        assert not any("admin" in v or "forged" in v for v in echoed.values()), echoed
+        assert not any("_" in k for k in echoed), echoed
+    # An underscore name that is no forwarded header's spelling is left alone.
+    resp = raw_get(lenient.port, "/public", ["x_auth_unrelated: kept"])
+    assert resp.headers.get("echo-x_auth_unrelated") == "kept", resp.headers
