@@ -2,6 +2,7 @@
 """Renders envoy/envoy.yaml.in into a runnable Envoy config.
 
     python3 envoy/render.py --profile local --out build/envoy.yaml [--wasm PATH]
+    python3 envoy/render.py --profile local --out build/envoy.yaml --issuer-tls-name localhost --issuer-ca ca.pem
     python3 envoy/render.py --profile docker --out envoy/envoy.docker.yaml
 
 The tests import `render()` and `plugin_config()` to build variants.
@@ -67,9 +68,15 @@ def plugin_config(issuer_url, issuer_authority, **overrides):
     return config
 
 
-def issuer_cluster(name, host, port, cluster_type="STATIC"):
-    """An issuer's cluster, as YAML lines for the template's cluster list."""
-    return f"""\
+# Debian's and Ubuntu's bundle of the system's trusted CAs (the official Envoy image is Ubuntu).
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def issuer_cluster(name, host, port, cluster_type="STATIC", tls_name=None, ca_file=SYSTEM_CA_BUNDLE):
+    """An issuer's cluster, as YAML lines for the template's cluster list. With `tls_name`, the
+    calls go over TLS: SNI `tls_name`, the certificate checked against `ca_file` (the system's
+    CAs by default) and required to name `tls_name` (a DNS subject alternative name)."""
+    cluster = f"""\
   - name: {name}
     type: {cluster_type}
     connect_timeout: 1s
@@ -80,6 +87,21 @@ def issuer_cluster(name, host, port, cluster_type="STATIC"):
         - endpoint:
             address:
               socket_address: {{ address: {host}, port_value: {port} }}"""
+    if tls_name is None:
+        return cluster
+    return cluster + f"""
+    # HTTPS: SNI, the issuer's certificate checked against the trusted CAs, and its name.
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: {tls_name}
+        common_tls_context:
+          validation_context:
+            trusted_ca: {{ filename: {ca_file} }}
+            match_typed_subject_alt_names:
+            - san_type: DNS
+              matcher: {{ exact: {tls_name} }}"""
 
 
 def render(profile="local", plugin=None, raw_plugin_text=None, clusters=None, **values):
@@ -107,13 +129,22 @@ def main():
     parser.add_argument("--wasm", help="path of the .wasm (local profile)")
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                         help="override template values, e.g. ENVOY_PORT=10001 ISSUER_PORT=9001")
+    parser.add_argument("--issuer-tls-name", help="reach the issuer over HTTPS, at https://NAME:ISSUER_PORT")
+    parser.add_argument("--issuer-ca", default=SYSTEM_CA_BUNDLE, help="CA file for the HTTPS issuer (default: the system's)")
     args = parser.parse_args()
     values = {"WASM_PATH": os.path.abspath(args.wasm)} if args.wasm else {}
     aliases = {"ENVOY_PORT": "LISTEN_PORT"}
     for item in args.set:
         name, _, value = item.partition("=")
         values[aliases.get(name, name)] = value
-    text = render(args.profile, **values)
+    extra = {}
+    if args.issuer_tls_name:
+        params = dict(PROFILES[args.profile], **values)
+        host, port, name = params["ISSUER_HOST"], params["ISSUER_PORT"], args.issuer_tls_name
+        extra["clusters"] = [issuer_cluster("issuer", host, port, params["CLUSTER_TYPE"], tls_name=name,
+                                            ca_file=os.path.abspath(args.issuer_ca))]
+        extra["plugin"] = plugin_config(f"https://{name}:{port}", f"{name}:{port}")
+    text = render(args.profile, **extra, **values)
     if args.out == "-":
         sys.stdout.write(text)
         return

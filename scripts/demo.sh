@@ -5,6 +5,8 @@
 #
 #   scripts/demo.sh           start and wait
 #   scripts/demo.sh --check   start, run the curl lines, check the answers, stop
+#   scripts/demo.sh --tls     the issuer over HTTPS (certificates made now, in the state dir),
+#                             as ZITADEL Cloud is; combines with --check
 #
 # Ports (loopback only): ENVOY_PORT=10000 ADMIN_PORT=9901 ISSUER_PORT=9000 API_PORT=8000
 set -euo pipefail
@@ -12,7 +14,14 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 check=false
-[ "${1:-}" = "--check" ] && check=true
+tls=false
+for arg in "$@"; do
+  case "$arg" in
+    --check) check=true ;;
+    --tls) tls=true ;;
+    *) echo "usage: scripts/demo.sh [--check] [--tls]" >&2; exit 2 ;;
+  esac
+done
 
 ENVOY_PORT=${ENVOY_PORT:-10000}
 ADMIN_PORT=${ADMIN_PORT:-9901}
@@ -23,6 +32,16 @@ ISSUER_URL="http://127.0.0.1:$ISSUER_PORT"
 
 scripts/setup.sh
 mkdir -p "$STATE"
+
+issuer_tls=() render_tls=()
+if $tls; then
+  # A CA and a certificate for localhost, made now; Envoy's issuer cluster trusts that CA only.
+  .venv/bin/python scripts/make_certs.py "$STATE/certs" --name localhost > /dev/null
+  ISSUER_URL="https://localhost:$ISSUER_PORT"
+  issuer_tls=(--tls-cert "$STATE/certs/server.pem" --tls-key "$STATE/certs/server-key.pem")
+  render_tls=(--issuer-tls-name localhost --issuer-ca "$STATE/certs/ca.pem")
+  export NODE_EXTRA_CA_CERTS="$STATE/certs/ca.pem"  # get-token.mjs talks to the issuer too
+fi
 
 pids=()
 cleanup() {
@@ -44,14 +63,14 @@ wait_until() {  # wait_until SECONDS DESCRIPTION COMMAND...
 }
 
 node demo/issuer/issuer.mjs --port "$ISSUER_PORT" --issuer "$ISSUER_URL" --state-dir "$STATE/issuer" \
-  > "$STATE/issuer.log" 2>&1 &
+  "${issuer_tls[@]}" > "$STATE/issuer.log" 2>&1 &
 pids+=($!)
 .venv/bin/python demo/api.py --port "$API_PORT" > "$STATE/api.log" 2>&1 &
 pids+=($!)
 wait_until 20 "the issuer" grep -q "issuer ready" "$STATE/issuer.log"
 wait_until 20 "the demo API" grep -q "demo api ready" "$STATE/api.log"
 
-.venv/bin/python envoy/render.py --profile local --out "$STATE/envoy.yaml" \
+.venv/bin/python envoy/render.py --profile local --out "$STATE/envoy.yaml" "${render_tls[@]}" \
   --set ENVOY_PORT="$ENVOY_PORT" ADMIN_PORT="$ADMIN_PORT" ISSUER_PORT="$ISSUER_PORT" API_PORT="$API_PORT"
 # The key file goes to Envoy through its environment, never into envoy.yaml.
 ZITADEL_API_KEY_JSON=$(cat "$STATE/issuer/api-app-key.json") \
@@ -68,7 +87,8 @@ API="http://127.0.0.1:$ENVOY_PORT"
 
 cat <<MSG
 
-Envoy with the introspection filter listens on $API (admin: http://127.0.0.1:$ADMIN_PORT).
+Envoy with the introspection filter listens on $API (admin: http://127.0.0.1:$ADMIN_PORT);
+the issuer is $ISSUER_URL.
 Logs: $STATE/*.log. Tokens below are fresh; they expire in an hour.
 
   # public: 200 'OK <time>' without a token

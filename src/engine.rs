@@ -454,17 +454,22 @@ impl<H: Host> Engine<H> {
 
     fn note_issuer_error(&self, issuer: Option<IssuerId>, err: &IssuerError) {
         self.host.count(Counter::IssuerErrors);
-        let name = match issuer.and_then(|id| Some((id, self.policy.issuer(id)?))) {
-            Some((id, issuer)) => {
-                self.host.count_issuer(id, IssuerCounter::Errors);
-                issuer.name.as_str()
-            }
-            None => "-",
-        };
-        if err.needs_operator() {
-            error!("token introspection failed (issuer {name}): {err}");
-        } else {
-            warn!("token introspection failed (issuer {name}): {err}");
+        let issuer = issuer.and_then(|id| Some((id, self.policy.issuer(id)?)));
+        if let Some((id, _)) = issuer {
+            self.host.count_issuer(id, IssuerCounter::Errors);
+        }
+        let name = issuer.map_or("-", |(_, issuer)| issuer.name.as_str());
+        let https = issuer.is_some_and(|(_, issuer)| issuer.url().starts_with("https://"));
+        match err {
+            // Envoy tells the wasm VM no more than "remote connection failure" for a
+            // refused connection and a refused certificate alike: say both.
+            IssuerError::Unreachable(_) if https => error!(
+                "token introspection failed (issuer {name}): {err}: nothing answers at the cluster's address, \
+                 or the TLS handshake failed (an unknown CA, a certificate for another name than the cluster \
+                 checks, or an expired one); the cluster's ssl.* stats say which"
+            ),
+            _ if err.needs_operator() => error!("token introspection failed (issuer {name}): {err}"),
+            _ => warn!("token introspection failed (issuer {name}): {err}"),
         }
     }
 }

@@ -90,6 +90,10 @@ pub enum IssuerError {
     /// 401, or 400 `invalid_client`/`unauthorized_client`: the filter's own
     /// client credentials are wrong. An operator must act.
     ClientRejected(u16),
+    /// Envoy could not connect to the issuer; its 503 local reply gives the
+    /// reset reason ("remote connection failure" for a refused connection and
+    /// for a TLS handshake the cluster refused alike).
+    Unreachable(String),
     /// The response has no status at all.
     NoStatus,
     /// Not `application/json`.
@@ -116,6 +120,7 @@ impl fmt::Display for IssuerError {
             IssuerError::ClientRejected(code) => {
                 write!(f, "the issuer rejected the filter's client credentials (HTTP {code}); check client_auth")
             }
+            IssuerError::Unreachable(reason) => write!(f, "could not connect to the issuer ({reason})"),
             IssuerError::NoStatus => f.write_str("the issuer's answer has no status (or its connection broke off)"),
             IssuerError::ContentType => f.write_str("the issuer's answer is not application/json"),
             IssuerError::TooLarge => f.write_str("the issuer's answer is larger than allowed"),
@@ -137,6 +142,16 @@ impl IssuerError {
             IssuerError::Dispatch | IssuerError::Signing | IssuerError::Clock | IssuerError::ClientRejected(_)
         )
     }
+}
+
+/// Envoy's own 503 when it cannot reach an upstream: "upstream connect error
+/// or disconnect/reset before headers. reset reason: …, transport failure
+/// reason: …". Returns the reasons, printable ASCII only and cut short.
+fn envoy_connect_failure(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let rest = text.strip_prefix("upstream connect error or disconnect/reset before headers.")?;
+    let reason: String = rest.trim().chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(240).collect();
+    Some(reason)
 }
 
 /// What an issuer's answer must satisfy, and what is kept of it: the union of
@@ -251,6 +266,11 @@ pub fn evaluate(response: IssuerResponse<'_>, expected: &Extraction, now: u64) -
 }
 
 fn classify_error_status(status: u16, body: &[u8]) -> IssuerError {
+    if status == 503 {
+        if let Some(reason) = envoy_connect_failure(body) {
+            return IssuerError::Unreachable(reason);
+        }
+    }
     let oauth_error = serde_json::from_slice::<Map<String, Value>>(body)
         .ok()
         .and_then(|answer| answer.get("error").and_then(Value::as_str).map(str::to_owned));
@@ -598,6 +618,22 @@ mod tests {
         assert_eq!(answer(Some(200), Some("application/json"), b"<html>"), Err(IssuerError::NotJson));
         assert_eq!(answer(Some(200), Some("application/json"), b"{\"active\":tr"), Err(IssuerError::NotJson));
         assert_eq!(answer(Some(200), Some("application/json"), b"[true]"), Err(IssuerError::NotJson));
+    }
+
+    /// What Envoy's router answers a call it could not connect, as the filter gets it.
+    #[test]
+    fn envoys_connect_failures_are_told_apart() {
+        let expected = expectations();
+        let answer = |body: &'static [u8]| {
+            evaluate(IssuerResponse { status: Some(503), content_type: Some("text/plain"), body }, &expected, NOW)
+        };
+        let refused = answer(
+            b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure\n\x01",
+        );
+        assert_eq!(refused, Err(IssuerError::Unreachable("reset reason: remote connection failure".into())));
+        let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(message, "could not connect to the issuer (reset reason: remote connection failure)");
+        assert_eq!(answer(b"no healthy upstream"), Err(IssuerError::Status(503)));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -59,7 +60,10 @@ const USAGE = `usage: node issuer.mjs [--port 9000] [--host 127.0.0.1] [--issuer
                             that the filter's own audience check can be tested)
   --record-assertions       append every distinct client_assertion received to
                             STATE_DIR/client-assertions.txt (tests check that none leaks into a log)
-  --verbose                 log one line per failed request (error code and description, no secrets)`;
+  --verbose                 log one line per failed request (error code and description, no secrets)
+  --tls-cert FILE --tls-key FILE
+                            serve HTTPS with this certificate (PEM) and key; the default issuer URL
+                            is then https://HOST:PORT`;
 
 let args;
 try {
@@ -73,6 +77,8 @@ try {
       'strict-assertion-reuse': { type: 'boolean', default: false },
       'enforce-audience': { type: 'boolean', default: false },
       'record-assertions': { type: 'boolean', default: false },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
       verbose: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -102,6 +108,17 @@ const STRICT_ASSERTION_REUSE = args['strict-assertion-reuse'];
 const ENFORCE_AUDIENCE = args['enforce-audience'];
 const RECORD_ASSERTIONS = args['record-assertions'];
 const VERBOSE = args.verbose;
+if (Boolean(args['tls-cert']) !== Boolean(args['tls-key'])) {
+  process.stderr.write('--tls-cert and --tls-key go together\n');
+  process.exit(2);
+}
+let TLS;
+try {
+  TLS = args['tls-cert'] && { cert: fs.readFileSync(args['tls-cert']), key: fs.readFileSync(args['tls-key']) };
+} catch (err) {
+  process.stderr.write(`cannot read the TLS certificate or key: ${err.code ?? err.message}\n`);
+  process.exit(2);
+}
 
 // --- the fixed, ZITADEL-looking world ---------------------------------------------------------
 // Ids are fixed so tests and configs can name them; only keys and secrets are random (per
@@ -816,7 +833,7 @@ function installMiddleware(provider, { issuer, usersByClientId, signingPublicKey
 }
 
 // --- start ---------------------------------------------------------------------------------------
-const server = http.createServer();
+const server = TLS ? https.createServer(TLS) : http.createServer();
 try {
   await new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -833,7 +850,8 @@ try {
 let ISSUER;
 try {
   const port = server.address().port;
-  ISSUER = (args.issuer ?? `http://${HOST.includes(':') ? `[${HOST}]` : HOST}:${port}`).replace(/\/+$/, '');
+  const scheme = TLS ? 'https' : 'http';
+  ISSUER = (args.issuer ?? `${scheme}://${HOST.includes(':') ? `[${HOST}]` : HOST}:${port}`).replace(/\/+$/, '');
   const url = new URL(ISSUER);
   if (url.pathname !== '/' || url.search || url.hash) throw new Error('--issuer must be scheme://host[:port], without a path');
 

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -158,16 +159,27 @@ def http_request(port, path, method="GET", headers=None, body=None, timeout=10, 
 class Issuer:
     """The local ZITADEL-like issuer (demo/issuer, npm oidc-provider)."""
 
-    def __init__(self, log_dir, name="issuer", instance=1, enforce_audience=False):
+    def __init__(self, log_dir, name="issuer", instance=1, enforce_audience=False, tls=None, verify=True):
         """`instance` picks the ZITADEL instance it plays (its ids start with instance + 2);
-        `enforce_audience` answers active only to an API app whose project is in the token's aud."""
+        `enforce_audience` answers active only to an API app whose project is in the token's aud.
+        `tls=(cert, key, ca)` serves HTTPS as https://localhost:PORT; `verify=False` lets the tests'
+        own requests (stats, tokens) accept a certificate Envoy is meant to refuse."""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"https://localhost:{self.port}" if tls else f"http://127.0.0.1:{self.port}"
+        self.ca_file = tls[2] if tls else None
+        self.ssl_context = None
+        if tls:
+            self.ssl_context = ssl.create_default_context(cafile=self.ca_file)
+            if not verify:
+                self.ssl_context.check_hostname = False
+                self.ssl_context.verify_mode = ssl.CERT_NONE
         self.state_dir = tempfile.mkdtemp(prefix=f"{name}-state-", dir=log_dir)
         args = ["node", "demo/issuer/issuer.mjs", "--port", str(self.port), "--issuer", self.url, "--state-dir",
                 self.state_dir, "--instance", str(instance), "--record-assertions", "--verbose"]
         if enforce_audience:
             args.append("--enforce-audience")
+        if tls:
+            args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         self.process = Process(name, args, log_dir)
         ASSERTION_FILES.append(os.path.join(self.state_dir, "client-assertions.txt"))
         self.process.wait_for_line("issuer ready")
@@ -192,15 +204,17 @@ class Issuer:
         req = urllib.request.Request(self.url + path, data=data, method="POST")
         basic = base64.b64encode(f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(secret, safe='')}".encode())
         req.add_header("Authorization", "Basic " + basic.decode())
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=self.ssl_context) as resp:
             return resp.read()
 
     def token(self, user, scope="openid"):
         """A fresh access token for a service user, through the real grant."""
         info = self.ids["service_users"][user]
         if info["grant"] == "jwt-bearer":
+            env = dict(os.environ, **({"NODE_EXTRA_CA_CERTS": self.ca_file} if self.ca_file else {}))
             out = subprocess.run(["node", "demo/issuer/get-token.mjs", "--state-dir", self.state_dir, "--user", user,
-                                  "--scope", scope], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True)
+                                  "--scope", scope], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True,
+                                 env=env)
             token = out.stdout.strip()
         else:
             body = self._post_form("/oauth/v2/token", {"grant_type": "client_credentials", "scope": scope},
@@ -215,13 +229,13 @@ class Issuer:
                         info["client_id"], info["client_secret"])
 
     def introspections(self):
-        with urllib.request.urlopen(self.url + "/_test/stats", timeout=5) as resp:
+        with urllib.request.urlopen(self.url + "/_test/stats", timeout=5, context=self.ssl_context) as resp:
             return json.load(resp)["introspect_requests"]
 
     def set_delay(self, ms):
         """Every introspection answers `ms` late from now on."""
         req = urllib.request.Request(f"{self.url}/_test/introspect-delay?ms={ms}", data=b"", method="POST")
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=5, context=self.ssl_context) as resp:
             assert json.load(resp) == {"introspect_delay_ms": ms}
 
     def stop(self):
