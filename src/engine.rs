@@ -460,13 +460,23 @@ impl<H: Host> Engine<H> {
         }
         let name = issuer.map_or("-", |(_, issuer)| issuer.name.as_str());
         let https = issuer.is_some_and(|(_, issuer)| issuer.url().starts_with("https://"));
+        const REFUSED_CERTIFICATE: &str = "an unknown CA, a certificate for another name than the cluster \
+                                           checks, or an expired one; the cluster's ssl.fail_verify_* stats say which";
         match err {
-            // Envoy tells the wasm VM no more than "remote connection failure" for a
-            // refused connection and a refused certificate alike: say both.
+            // Envoy up to 1.39 passes the TLS failure on ...
+            IssuerError::Unreachable(reason) if reason.contains("CERTIFICATE_VERIFY_FAILED") => error!(
+                "token introspection failed (issuer {name}): {err}: the issuer's TLS certificate failed \
+                 verification ({REFUSED_CERTIFICATE})"
+            ),
+            IssuerError::Unreachable(reason) if reason.contains("TLS_error") => error!(
+                "token introspection failed (issuer {name}): {err}: the TLS handshake failed; check the cluster's \
+                 TLS settings"
+            ),
+            // ... 1.40 says only "remote connection failure", for a refused connection and
+            // a refused certificate alike: name both.
             IssuerError::Unreachable(_) if https => error!(
-                "token introspection failed (issuer {name}): {err}: nothing answers at the cluster's address, \
-                 or the TLS handshake failed (an unknown CA, a certificate for another name than the cluster \
-                 checks, or an expired one); the cluster's ssl.* stats say which"
+                "token introspection failed (issuer {name}): {err}: nothing answers at the cluster's address, or \
+                 the TLS handshake failed ({REFUSED_CERTIFICATE})"
             ),
             _ if err.needs_operator() => error!("token introspection failed (issuer {name}): {err}"),
             _ => warn!("token introspection failed (issuer {name}): {err}"),

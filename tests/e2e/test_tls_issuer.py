@@ -17,7 +17,8 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import make_certs  # noqa: E402
 
 TLS_NAME = "localhost"
-VERIFY_FAILED = "or the TLS handshake failed (an unknown CA, a certificate for another name than the cluster checks"
+# In both of the filter's wordings: Envoy 1.36-1.39 pass the TLS error on to the VM, 1.40 does not.
+VERIFY_FAILED = "an unknown CA, a certificate for another name than the cluster checks, or an expired one"
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_a_certificate_envoy_refuses_is_503_with_one_clear_log_line(envoy_factor
         wait_for(lambda: log().count(VERIFY_FAILED) == 2, 5, "two error lines, one per request")
         lines = [line for line in log().splitlines() if VERIFY_FAILED in line]
         assert all("][error][wasm]" in line and "(issuer default)" in line for line in lines), lines
-        assert "could not connect to the issuer (reset reason: remote connection failure)" in lines[0], lines[0]
+        assert "could not connect to the issuer (reset reason: remote connection failure" in lines[0], lines[0]
         # Envoy's own log has the detail (at debug, in its connection component).
         assert "CERTIFICATE_VERIFY_FAILED" in log()
         # Envoy's own count says which check failed.
