@@ -54,7 +54,7 @@ if [ "$(cat "$tools_stamp" 2>/dev/null)" != "$tools_hash" ]; then
 fi
 
 say "building the filter (wasm32-wasip1, release)"
-cargo build --quiet --release --target wasm32-wasip1
+cargo build --quiet --release --target wasm32-wasip1 --lib
 built=target/wasm32-wasip1/release/oauth_introspection_filter.wasm
 artifact=target/oauth_introspection_filter.wasm
 if [ ! -f "$artifact" ] || [ "$built" -nt "$artifact" ]; then
