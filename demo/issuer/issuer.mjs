@@ -129,7 +129,7 @@ const ORG_ID = id(0);
 const ORG_DOMAIN = INSTANCE === 1 ? 'demo.localhost' : `instance${INSTANCE}.localhost`;
 const PROJECT_ID = id(1);
 const OTHER_PROJECT_ID = id(9);
-const API_APP = { appId: id(3), clientId: `${id(2)}@demo`, keyId: id(4) };
+const API_APP = { appId: id(3), clientId: `${id(2)}@demo`, keyId: id(4), secondKeyId: id(22) };
 const BASIC_APP = { appId: id(5), clientId: `${id(6)}@demo` };
 // The other project's own API app, for a filter that introspects its tokens (ZITADEL answers
 // active only to a client whose project is in the token's aud; see --enforce-audience).
@@ -217,6 +217,12 @@ function loadState(issuer) {
     type: 'application', keyId: API_APP.keyId, key: newRsaPkcs1Pem(), appId: API_APP.appId, clientId: API_APP.clientId,
   }), { type: 'application', appId: API_APP.appId, clientId: API_APP.clientId });
 
+  // A second key of the same API app, as after a key rotation in ZITADEL's console: both
+  // are valid until the old one is deleted.
+  const apiKey2 = loadOrCreateKeyFile(path.join(STATE_DIR, 'api-app-key-2.json'), () => ({
+    type: 'application', keyId: API_APP.secondKeyId, key: newRsaPkcs1Pem(), appId: API_APP.appId, clientId: API_APP.clientId,
+  }), { type: 'application', appId: API_APP.appId, clientId: API_APP.clientId });
+
   const otherApiKey = loadOrCreateKeyFile(path.join(STATE_DIR, 'other-api-app-key.json'), () => ({
     type: 'application', keyId: OTHER_API_APP.keyId, key: newRsaPkcs1Pem(), appId: OTHER_API_APP.appId, clientId: OTHER_API_APP.clientId,
   }), { type: 'application', appId: OTHER_API_APP.appId, clientId: OTHER_API_APP.clientId });
@@ -267,6 +273,8 @@ function loadState(issuer) {
     api_client_id: API_APP.clientId,
     api_key_id: apiKey.file.keyId,
     api_key_file: 'api-app-key.json',
+    api_key_2_id: apiKey2.file.keyId,
+    api_key_2_file: 'api-app-key-2.json',
     instance: INSTANCE,
     other_api_app_id: OTHER_API_APP.appId,
     other_api_client_id: OTHER_API_APP.clientId,
@@ -288,7 +296,7 @@ function loadState(issuer) {
   };
   if (JSON.stringify(ids) !== JSON.stringify(old)) writeSecretJson(idsFile, ids);
 
-  return { ids, apiKey, otherApiKey, userKey, signingJwk };
+  return { ids, apiKey, apiKey2, otherApiKey, userKey, signingJwk };
 }
 
 // --- in-memory storage (oidc-provider adapter) -----------------------------------------------
@@ -442,7 +450,7 @@ function recordAssertion(assertion) {
 }
 
 // --- the provider ------------------------------------------------------------------------------
-function buildProvider({ issuer, ids, apiKey, otherApiKey, userKey, signingJwk }) {
+function buildProvider({ issuer, ids, apiKey, apiKey2, otherApiKey, userKey, signingJwk }) {
   const usersByClientId = new Map();
   for (const [name, u] of Object.entries(SERVICE_USERS)) {
     const entry = ids.service_users[name];
@@ -471,7 +479,9 @@ function buildProvider({ issuer, ids, apiKey, otherApiKey, userKey, signingJwk }
       client_id: API_APP.clientId,
       token_endpoint_auth_method: 'private_key_jwt',
       token_endpoint_auth_signing_alg: 'RS256',
-      jwks: { keys: [{ ...apiKey.publicKey.export({ format: 'jwk' }), kid: apiKey.file.keyId, alg: 'RS256', use: 'sig' }] },
+      jwks: {
+        keys: [apiKey, apiKey2].map((k) => ({ ...k.publicKey.export({ format: 'jwk' }), kid: k.file.keyId, alg: 'RS256', use: 'sig' })),
+      },
       grant_types: [],
       response_types: [],
       redirect_uris: [],

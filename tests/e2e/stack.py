@@ -189,7 +189,9 @@ class Issuer:
             self.api_key_json = f.read()
         with open(os.path.join(self.state_dir, "other-api-app-key.json")) as f:
             self.other_api_key_json = f.read()
-        for key_file in (self.api_key_json, self.other_api_key_json):
+        with open(os.path.join(self.state_dir, "api-app-key-2.json")) as f:
+            self.api_key_2_json = f.read()
+        for key_file in (self.api_key_json, self.other_api_key_json, self.api_key_2_json):
             key = json.loads(key_file)["key"]
             SECRETS.update(line for line in key.splitlines() if "-----" not in line and len(line) > 20)
         if self.ids.get("basic_api_client_secret"):
