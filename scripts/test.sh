@@ -21,10 +21,11 @@ echo "==> end-to-end tests (Envoy $(.venv/bin/envoy --version 2>/dev/null | grep
 
 if [ $# -eq 0 ]; then
   # The core of the suite: requests, tokens, coalescing, failures, many issuers, HTTPS issuers,
-  # live configuration (ECDS),
+  # live configuration (ECDS), remote code,
   # and the check that no log of the run holds a secret.
   core=(test_filter_in_envoy.py test_authorization_header.py test_coalescing.py test_issuer_failures.py
-        test_gateway.py test_tls_issuer.py test_two_plugins.py test_live_config.py test_zz_no_secrets_in_logs.py)
+        test_gateway.py test_tls_issuer.py test_two_plugins.py test_live_config.py test_remote_code.py
+        test_zz_no_secrets_in_logs.py)
   for envoy in $(scripts/envoys.sh); do
     echo "==> core end-to-end tests on Envoy $("$envoy" --version | grep -o '1\.[0-9]*\.[0-9]*' | head -1)"
     ENVOY_BIN="$envoy" .venv/bin/python -m pytest "${core[@]/#/tests/e2e/}" -q -p no:cacheprovider
