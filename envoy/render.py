@@ -4,6 +4,7 @@
     python3 envoy/render.py --profile local --out build/envoy.yaml [--wasm PATH]
     python3 envoy/render.py --profile local --out build/envoy.yaml --issuer-tls-name localhost --issuer-ca ca.pem
     python3 envoy/render.py --profile docker --out envoy/envoy.docker.yaml
+    python3 envoy/render.py --profile zitadel-cloud --out envoy/envoy.zitadel-cloud.yaml
 
 The tests import `render()` and `plugin_config()` to build variants.
 """
@@ -32,6 +33,14 @@ PROFILES = {
         API_HOST="api", API_PORT=8000, ISSUER_HOST="issuer", ISSUER_PORT=9000,
         CLUSTER_TYPE="STRICT_DNS", WASM_PATH="/etc/envoy/oauth_introspection_filter.wasm",
         HOST_ENV_KEYS="ZITADEL_API_KEY_JSON, INTROSPECTION_CLIENT_SECRET",
+    ),
+    # A static Envoy in front of an API on this host, protected by a ZITADEL Cloud instance
+    # reached over HTTPS: SNI, the system's trusted CAs, the certificate's name checked.
+    "zitadel-cloud": dict(
+        ADMIN_ADDRESS="127.0.0.1", ADMIN_PORT=9901, LISTEN_ADDRESS="0.0.0.0", LISTEN_PORT=10000,
+        API_HOST="127.0.0.1", API_PORT=8000, ISSUER_HOST="my-org.zitadel.cloud", ISSUER_PORT=443,
+        ISSUER_TLS_NAME="my-org.zitadel.cloud", CLUSTER_TYPE="STRICT_DNS",
+        WASM_PATH="/etc/envoy/oauth_introspection_filter.wasm", HOST_ENV_KEYS="ZITADEL_API_KEY_JSON",
     ),
 }
 
@@ -109,13 +118,16 @@ def render(profile="local", plugin=None, raw_plugin_text=None, clusters=None, **
     `clusters` a list of issuer_cluster() texts, by default the one `issuer` cluster."""
     params = dict(PROFILES[profile])
     params.update(values)
+    tls_name = params.pop("ISSUER_TLS_NAME", None)
+    host, port = params["ISSUER_HOST"], params["ISSUER_PORT"]
     if clusters is None:
-        clusters = [issuer_cluster("issuer", params["ISSUER_HOST"], params["ISSUER_PORT"], params["CLUSTER_TYPE"])]
+        clusters = [issuer_cluster("issuer", host, port, params["CLUSTER_TYPE"], tls_name=tls_name)]
     params["ISSUER_CLUSTERS"] = "\n".join(clusters)
     if raw_plugin_text is None:
-        if plugin is None:
-            issuer_url = f"http://{params['ISSUER_HOST']}:{params['ISSUER_PORT']}"
-            plugin = plugin_config(issuer_url, f"{params['ISSUER_HOST']}:{params['ISSUER_PORT']}")
+        if plugin is None and tls_name:
+            plugin = plugin_config(f"https://{tls_name}", tls_name)
+        elif plugin is None:
+            plugin = plugin_config(f"http://{host}:{port}", f"{host}:{port}")
         raw_plugin_text = json.dumps(plugin, indent=2)
     params["PLUGIN_CONFIG"] = "\n".join("                    " + line for line in raw_plugin_text.splitlines())
     with open(os.path.join(HERE, "envoy.yaml.in")) as f:

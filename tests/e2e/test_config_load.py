@@ -83,6 +83,36 @@ def test_shipped_gateway_example_loads(issuer, tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
 
 
+def test_zitadel_cloud_config_is_the_rendered_template(issuer, tmp_path):
+    """envoy/envoy.zitadel-cloud.yaml: a static Envoy with an HTTPS issuer, as rendered, and valid."""
+    with open(os.path.join(ROOT, "envoy", "envoy.zitadel-cloud.yaml")) as f:
+        committed = f.read()
+    assert committed == render.render("zitadel-cloud"), \
+        "run: python3 envoy/render.py --profile zitadel-cloud --out envoy/envoy.zitadel-cloud.yaml"
+    assert "UpstreamTlsContext" in committed and "sni: my-org.zitadel.cloud" in committed
+    assert '"issuer": "https://my-org.zitadel.cloud"' in committed
+    path = tmp_path / "zitadel-cloud.yaml"
+    path.write_text(committed.replace("/etc/envoy/oauth_introspection_filter.wasm", WASM))
+    env = dict(os.environ, ZITADEL_API_KEY_JSON=issuer.api_key_json)
+    result = subprocess.run([ENVOY, "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+
+def test_ecds_example_configuration_is_valid(issuer):
+    """envoy/ecds/filter.yaml's plugin configuration passes the filter's own check."""
+    import yaml
+
+    with open(os.path.join(ROOT, "envoy", "ecds", "filter.yaml")) as f:
+        response = yaml.safe_load(f)
+    value = response["resources"][0]["typed_config"]["config"]["configuration"]["value"]
+    check = subprocess.run(["cargo", "run", "--quiet", "--bin", "check-config", "--", "-"], cwd=ROOT, input=value,
+                           capture_output=True, text=True, timeout=600,
+                           env=dict(os.environ, ZITADEL_API_KEY_JSON=issuer.api_key_json))
+    assert check.returncode == 0, check.stderr
+    assert "via cluster issuer" in check.stdout
+
+
 def test_non_json_config_fails_the_load(envoy_factory):
     envoy = envoy_factory("envoy-invalid-text", raw_plugin_text="issuer: not json", expect_start=False)
     assert envoy.wait_exit() != 0
