@@ -2,7 +2,7 @@
 images the compose file names, since no registry can be reached here.
 
 The engine: `dockerd` from Debian's docker.io, started as root with its data under
-.state/docker/ (vfs storage, its own socket, no default bridge), so it never touches another
+.state/docker/ (vfs storage, its own socket in a temporary directory, no default bridge), so it never touches another
 engine's images, and stopped by PID at the end. Without root or dockerd, the compose test is
 skipped with one line saying why, unless REQUIRE_DOCKER=1 (as .ci/run sets), where it fails.
 
@@ -30,8 +30,6 @@ import time
 from stack import ROOT, wait_for
 
 STATE = os.path.join(ROOT, ".state", "docker")
-SOCKET = os.path.join(STATE, "docker.sock")
-DOCKER_HOST = f"unix://{SOCKET}"
 ROOTFS_TAR = os.path.join(STATE, "bookworm-minbase.tar")
 BASE_IMAGE = "oauth-introspection-filter/bookworm-base:1"
 MIRROR = "http://deb.debian.org/debian"
@@ -70,8 +68,8 @@ def run(args, env=None, timeout=600, check=True, **kwargs):
     return subprocess.run(args, env=env, timeout=timeout, check=check, capture_output=True, text=True, **kwargs)
 
 
-def docker_env(extra=None):
-    env = dict(os.environ, DOCKER_HOST=DOCKER_HOST)
+def docker_env(host, extra=None):
+    env = dict(os.environ, DOCKER_HOST=host)
     env.update(extra or {})
     return env
 
@@ -86,13 +84,14 @@ class Engine:
             if not shutil.which(tool):
                 raise Unavailable(f"{tool} is not installed (apt-get install docker.io docker-compose debootstrap)")
         os.makedirs(STATE, exist_ok=True)
-        # The exec root holds unix sockets: keep its path short.
+        # The exec root and the API socket are unix sockets' homes: keep their paths short.
         self.exec_root = tempfile.mkdtemp(prefix="oif-dx-")
+        self.host = f"unix://{self.exec_root}/docker.sock"
         self.log_path = os.path.join(log_dir, "dockerd.log")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             ["dockerd", "--storage-driver=vfs", "--data-root", os.path.join(STATE, "data"), "--exec-root",
-             self.exec_root, "--pidfile", os.path.join(self.exec_root, "dockerd.pid"), "-H", DOCKER_HOST,
+             self.exec_root, "--pidfile", os.path.join(self.exec_root, "dockerd.pid"), "-H", self.host,
              "--bridge=none"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -106,10 +105,10 @@ class Engine:
     def _up(self):
         if self.proc.poll() is not None:
             raise AssertionError(f"dockerd exited ({self.proc.returncode})")
-        return run(["docker", "info"], env=docker_env(), check=False, timeout=10).returncode == 0
+        return run(["docker", "info"], env=docker_env(self.host), check=False, timeout=10).returncode == 0
 
     def docker(self, *args, timeout=600, check=True):
-        return run(["docker", *args], env=docker_env(), timeout=timeout, check=check)
+        return run(["docker", *args], env=docker_env(self.host), timeout=timeout, check=check)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -208,10 +207,10 @@ def _file_hash(path):
 class Compose:
     """docker-compose with the committed file, a project name of its own and published ports set."""
 
-    def __init__(self, project, ports):
+    def __init__(self, engine, project, ports):
         self.project = project
-        self.env = docker_env({"ENVOY_PORT": str(ports["envoy"]), "ADMIN_PORT": str(ports["admin"]),
-                               "ISSUER_PORT": str(ports["issuer"])})
+        self.env = docker_env(engine.host, {"ENVOY_PORT": str(ports["envoy"]), "ADMIN_PORT": str(ports["admin"]),
+                                            "ISSUER_PORT": str(ports["issuer"])})
 
     def __call__(self, *args, timeout=900, check=True):
         return run(["docker-compose", "-p", self.project, "-f", os.path.join(ROOT, "docker-compose.yml"), *args],

@@ -38,7 +38,7 @@ def test_docker_compose_runs_the_demo(engine, log_dir):
     images = engine.stand_ins()
     images_ready = elapsed(began)
     ports = {"envoy": free_port(), "admin": free_port(), "issuer": free_port()}
-    compose = Compose("oif-e2e", ports)
+    compose = Compose(engine, "oif-e2e", ports)
     compose("down", "-v", "--remove-orphans", check=False)
     api = f"http://127.0.0.1:{ports['envoy']}"
     admin = f"http://127.0.0.1:{ports['admin']}"
