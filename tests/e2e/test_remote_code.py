@@ -5,13 +5,14 @@ and with failure_policy FAIL_CLOSED every request gets 503, public routes includ
 reaching the upstream. (Envoy retries a fetch whose hash does not match like a failed one,
 then starts the listener without the module: the 503s are FAIL_CLOSED's.)"""
 import hashlib
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
 
-from stack import WASM
+from stack import ROOT, WASM
 from test_filter_in_envoy import assert_ok_from_upstream
 
 
@@ -52,22 +53,24 @@ def module_server():
 
 
 def remote_code(server, sha256):
-    """edit_config: the filter's code comes from `server`, checked against `sha256`."""
+    """edit_config: the filter's code as envoy/remote-code.yaml fetches it, from `server`, checked
+    against `sha256`, with quick retries."""
 
     def edit(text, _envoy):
         config = yaml.safe_load(text)
         hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         vm = hcm["http_filters"][0]["typed_config"]["config"]["vm_config"]
-        vm["code"] = {"remote": {
-            "http_uri": {"uri": f"http://127.0.0.1:{server.port}/oauth_introspection_filter.wasm",
-                         "cluster": "wasm_modules", "timeout": "5s"},
-            "sha256": sha256,
-            "retry_policy": {"num_retries": 1, "retry_back_off": {"base_interval": "0.1s", "max_interval": "0.2s"}},
-        }}
+        with open(os.path.join(ROOT, "envoy", "remote-code.yaml")) as f:
+            code = yaml.safe_load(f)
+        remote = code["remote"]
+        remote["http_uri"]["uri"] = f"http://127.0.0.1:{server.port}/oauth_introspection_filter.wasm"
+        remote["sha256"] = sha256
+        remote["retry_policy"]["retry_back_off"] = {"base_interval": "0.1s", "max_interval": "0.2s"}
+        vm["code"] = code
         config["static_resources"]["clusters"].append({
-            "name": "wasm_modules", "type": "STATIC", "connect_timeout": "1s",
-            "load_assignment": {"cluster_name": "wasm_modules", "endpoints": [{"lb_endpoints": [{"endpoint": {
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": server.port}}}}]}]},
+            "name": remote["http_uri"]["cluster"], "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": remote["http_uri"]["cluster"], "endpoints": [{"lb_endpoints": [{
+                "endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": server.port}}}}]}]},
         })
         return yaml.safe_dump(config)
 
