@@ -51,9 +51,11 @@ PHASES = ["initial", "rules", "audiences", "key"]
 
 @pytest.fixture(scope="module")
 def live(envoy_factory, issuer, log_dir):
+    # At info, not trace: tens of thousands of requests at trace make a log of hundreds of
+    # megabytes (the other Envoys of the suite run at trace for the log scan).
     envoy = envoy_factory("envoy-ecds", edit_config=discovered_filter(os.path.join(log_dir, "ecds")),
                           env={"ZITADEL_API_KEY_JSON_2": issuer.api_key_2_json},
-                          template_values={"HOST_ENV_KEYS": KEY_ENVS})
+                          template_values={"HOST_ENV_KEYS": KEY_ENVS}, log_args=["-l", "info"])
     return envoy
 
 
