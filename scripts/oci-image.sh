@@ -6,8 +6,9 @@
 #   scripts/oci-image.sh [--out DIR] [--tag TAG]       default: build/oci, the crate's version
 #
 # Reproducible: the same .wasm gives the same digest (a USTAR layer written with mtime 0,
-# uid/gid 0 and mode 0644; fixed created times). The layout is assembled by umoci (Debian
-# package umoci); push it with any OCI client, e.g.
+# uid/gid 0 and mode 0644; fixed created times), with the same umoci (it gzips the layer;
+# tested with Debian bookworm's 0.4.7). The layout is assembled by umoci (Debian package
+# umoci); push it with any OCI client, e.g.
 #   skopeo copy --preserve-digests oci:build/oci:TAG docker://REGISTRY/oauth-introspection-filter:TAG
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,14 +39,18 @@ with tarfile.open(sys.argv[2], "w", format=tarfile.USTAR_FORMAT) as layer:
     layer.addfile(entry, io.BytesIO(data))
 PY
 
-rm -rf "$out"
+# Replaces an earlier layout at --out, and nothing else.
+if [ -e "$out" ]; then
+  [ -f "$out/oci-layout" ] || { echo "oci-image: $out exists and is not an OCI layout; not replacing it" >&2; exit 1; }
+  rm -rf "$out"
+fi
 mkdir -p "$(dirname "$out")"
 umoci init --layout "$out"
 umoci new --image "$out:$tag"
 history=(--history.created 1970-01-01T00:00:00Z --history.created_by "scripts/oci-image.sh")
 umoci config --image "$out:$tag" --created 1970-01-01T00:00:00Z --os wasip1 --architecture wasm \
-  --manifest.annotation module.wasm.image/variant=compat "${history[@]}" 2>/dev/null
-umoci raw add-layer --image "$out:$tag" "${history[@]}" "$work/layer.tar" 2>/dev/null
+  --manifest.annotation module.wasm.image/variant=compat "${history[@]}"
+umoci raw add-layer --image "$out:$tag" "${history[@]}" "$work/layer.tar"
 umoci gc --layout "$out"
 
 digest=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"])' "$out/index.json")

@@ -26,8 +26,9 @@ if [ $# -eq 0 ]; then
   core=(test_filter_in_envoy.py test_authorization_header.py test_coalescing.py test_issuer_failures.py
         test_gateway.py test_tls_issuer.py test_two_plugins.py test_live_config.py test_remote_code.py
         test_zz_no_secrets_in_logs.py)
-  for envoy in $(scripts/envoys.sh); do
+  envoys=$(scripts/envoys.sh)  # fails the run if an Envoy cannot be installed
+  while IFS= read -r envoy; do
     echo "==> core end-to-end tests on Envoy $("$envoy" --version | grep -o '1\.[0-9]*\.[0-9]*' | head -1)"
     ENVOY_BIN="$envoy" .venv/bin/python -m pytest "${core[@]/#/tests/e2e/}" -q -p no:cacheprovider
-  done
+  done <<< "$envoys"
 fi

@@ -802,7 +802,7 @@ function installMiddleware(provider, { issuer, usersByClientId, signingPublicKey
   provider.use(async (ctx, next) => {
     // Test-only endpoints (the server binds to loopback only).
     if (ctx.path === '/_test/stats' && ctx.method === 'GET') {
-      ctx.body = { ...stats };
+      ctx.body = { ...stats, tls_server_names: [...tlsServerNames].sort() };
       return;
     }
     if (ctx.path === '/_test/reset' && ctx.method === 'POST') {
@@ -844,6 +844,9 @@ function installMiddleware(provider, { issuer, usersByClientId, signingPublicKey
 
 // --- start ---------------------------------------------------------------------------------------
 const server = TLS ? https.createServer(TLS) : http.createServer();
+// The SNI names clients sent (tests check what Envoy's issuer cluster sends), in /_test/stats.
+const tlsServerNames = new Set();
+server.on('secureConnection', (socket) => { if (socket.servername) tlsServerNames.add(socket.servername); });
 try {
   await new Promise((resolve, reject) => {
     server.once('error', reject);

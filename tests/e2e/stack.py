@@ -182,7 +182,11 @@ class Issuer:
             args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         self.process = Process(name, args, log_dir)
         ASSERTION_FILES.append(os.path.join(self.state_dir, "client-assertions.txt"))
-        self.process.wait_for_line("issuer ready")
+        try:
+            self.process.wait_for_line("issuer ready")
+        except AssertionError:
+            self.process.stop()
+            raise
         with open(os.path.join(self.state_dir, "ids.json")) as f:
             self.ids = json.load(f)
         with open(os.path.join(self.state_dir, "api-app-key.json")) as f:
@@ -230,9 +234,12 @@ class Issuer:
         self._post_form("/oauth/v2/revoke", {"token": token, "token_type_hint": "access_token"},
                         info["client_id"], info["client_secret"])
 
-    def introspections(self):
+    def stats(self):
         with urllib.request.urlopen(self.url + "/_test/stats", timeout=5, context=self.ssl_context) as resp:
-            return json.load(resp)["introspect_requests"]
+            return json.load(resp)
+
+    def introspections(self):
+        return self.stats()["introspect_requests"]
 
     def set_delay(self, ms):
         """Every introspection answers `ms` late from now on."""
@@ -268,7 +275,11 @@ class Envoy:
         self.process = Process(name, [ENVOY, "-c", self.config_path, "--concurrency", str(concurrency),
                                       "--disable-hot-restart", *log_args], log_dir, env=full_env)
         if expect_start:
-            wait_for(self._ready, 30, f"{name} to be ready")
+            try:
+                wait_for(self._ready, 30, f"{name} to be ready")
+            except AssertionError:
+                self.process.stop()
+                raise
 
     def _ready(self):
         if self.process.proc.poll() is not None:

@@ -70,10 +70,12 @@ def registry(log_dir):
                         "storage": {"filesystem": {"rootdirectory": os.path.join(log_dir, "registry-data")}},
                         "http": {"addr": f"127.0.0.1:{port}"}}, f)
     process = Process("registry", ["docker-registry", "serve", config], log_dir)
-    url = f"http://127.0.0.1:{port}/v2/"
-    wait_for(lambda: subprocess.run(["curl", "-sf", url], capture_output=True).returncode == 0, 20, "the registry")
-    yield f"127.0.0.1:{port}"
-    process.stop()
+    try:
+        url = f"http://127.0.0.1:{port}/v2/"
+        wait_for(lambda: subprocess.run(["curl", "-sf", url], capture_output=True).returncode == 0, 20, "the registry")
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.stop()
 
 
 def test_oci_image_is_reproducible_and_survives_a_registry(registry, tmp_path):
@@ -144,6 +146,10 @@ def test_istio_manifests_agree_with_each_other_and_the_filter():
     assert issuer["issuer"] == f"https://{host}" and rule["host"] == host
     tls = rule["trafficPolicy"]["portLevelSettings"][0]
     assert tls["port"]["number"] == 443 == entry["ports"][0]["number"]
+    # Plain HTTP leaves Envoy and the DestinationRule originates TLS; both stay in the
+    # gateway's namespace, so workloads elsewhere that speak TLS to ZITADEL themselves are untouched.
+    assert entry["ports"][0]["protocol"] == "HTTP"
+    assert entry["exportTo"] == rule["exportTo"] == ["."]
     assert tls["tls"] == {"mode": "SIMPLE", "sni": host, "subjectAltNames": [host]}
     # The key: Secret -> the gateway's environment -> vmConfig.env -> client_auth.key_env.
     variable = issuer["client_auth"]["key_env"]

@@ -22,7 +22,9 @@ from stack import RESPONSES, http_request, wait_for
 
 PROJECT, OTHER_PROJECT = "300000000000000001", "300000000000000009"
 KEY_ENVS = "ZITADEL_API_KEY_JSON, ZITADEL_API_KEY_JSON_2"
-SETTLE_SECONDS = 3  # after this long, only the new configuration's answers count as right
+# An old answer still counts as right for a request sent up to this long after Envoy reported
+# the new configuration applied (the poll that sees it runs every 50 ms).
+GRACE_SECONDS = 0.5
 
 
 def configurations(issuer):
@@ -36,7 +38,8 @@ def configurations(issuer):
     return {"initial": base, "rules": rules_changed, "audiences": audiences_changed, "key": key_changed}
 
 
-# What each kind of request gets under each configuration.
+# What each kind of request gets under each configuration (the invalid one, refused, changes
+# nothing: it would have made anonymous /protected 401 again).
 EXPECTED = {
     #                 initial rules audiences key
     "anonymous /protected": (401, 200, 200, 200),
@@ -137,7 +140,7 @@ def test_configuration_changes_apply_under_load_without_a_wrong_answer(live, iss
         "other project's token": issuer.token("other-project"),
         "invalid token": "not-a-token-" + str(time.time_ns()),
         # Each used once: every one needs an introspection call, also after the key changes.
-        "new other project's token": [issuer.token("other-project") for _ in range(120)],
+        "new other project's token": [issuer.token("other-project") for _ in range(200)],
     }
     apply(live, configs["initial"], "initial")
     applied_before = stat(live, "update_success")
@@ -149,11 +152,13 @@ def test_configuration_changes_apply_under_load_without_a_wrong_answer(live, iss
             live.ecds.write(configs[phase], phase)
             wait_for(lambda: stat(live, "update_success") == applied_before + index, 10, f"{phase} applied")
             switches.append((index, moved, time.monotonic()))
-            time.sleep(SETTLE_SECONDS + 1)
-        # An invalid configuration, sent the same way: refused, the last one keeps serving.
+            time.sleep(4)
+        # An invalid configuration, sent the same way: refused, the last one keeps serving. Had it
+        # been taken (the unknown member ignored), its rules would close /protected again.
         rejected_before = stat(live, "update_rejected")
         log_start = len(live.process.output())
-        live.ecds.write(None, "invalid", raw_text=json.dumps(dict(configs["key"], isuer="typo")))
+        invalid = dict(configs["key"], rules=configs["initial"]["rules"], isuer="typo")
+        live.ecds.write(None, "invalid", raw_text=json.dumps(invalid))
         wait_for(lambda: stat(live, "update_rejected") == rejected_before + 1, 10, "the invalid configuration refused")
         refused_at = time.monotonic()
         time.sleep(2)
@@ -179,8 +184,8 @@ def test_configuration_changes_apply_under_load_without_a_wrong_answer(live, iss
         index = phase_at(done)
         allowed = {EXPECTED[kind][index]}
         switched = next((s for s in switches if s[0] == index), None)
-        if switched and sent < switched[1] + SETTLE_SECONDS:
-            allowed.add(EXPECTED[kind][index - 1])  # in flight across the switch, or just after it
+        if switched and sent < switched[2] + GRACE_SECONDS:
+            allowed.add(EXPECTED[kind][index - 1])  # sent before Envoy had the new configuration
         if status not in allowed:
             wrong.append((kind, status, index, round(done - (switched[1] if switched else 0), 3)))
     total = len(load.records)
