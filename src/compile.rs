@@ -61,16 +61,14 @@ pub(crate) fn compile(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Policy, 
     // the API app of each project (ZITADEL answers active only to a client
     // whose project is in the token's aud).
     let mut issuer_ids = BTreeMap::new();
-    let mut names: Vec<String> = Vec::new();
-    let mut drafts: Vec<(String, Endpoint, ClientAuth)> = Vec::new();
+    let mut drafts: Vec<(String, String, Endpoint, ClientAuth)> = Vec::new();
     for issuer in raw_issuers {
         let url = issuer_url(&issuer)?;
         let endpoint = endpoint(&issuer, &url)?;
         let field = format!("{}client_auth", issuer.field);
         let client_auth = ClientAuth::from_config(issuer.raw.client_auth, &field, &url, env)?;
         issuer_ids.insert(issuer.name.clone(), IssuerId(drafts.len()));
-        names.push(issuer.name);
-        drafts.push((url, endpoint, client_auth));
+        drafts.push((issuer.name, url, endpoint, client_auth));
     }
 
     let mut api_ids = BTreeMap::new();
@@ -82,7 +80,7 @@ pub(crate) fn compile(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Policy, 
     }
 
     let mut issuers = Vec::with_capacity(drafts.len());
-    for (index, ((url, endpoint, client_auth), name)) in drafts.into_iter().zip(names).enumerate() {
+    for (index, (name, url, endpoint, client_auth)) in drafts.into_iter().enumerate() {
         let trusting: Vec<&ApiDraft> = apis.iter().filter(|api| api.issuers.contains(&IssuerId(index))).collect();
         let extraction = Extraction {
             issuer: url,
@@ -289,38 +287,31 @@ fn api_draft(api: Named<RawApi>, issuer_ids: &BTreeMap<String, IssuerId>) -> Res
 /// An API with, for each issuer it trusts, where its claims sit in that
 /// issuer's extraction.
 fn finish_api(draft: ApiDraft, issuers: &[Issuer], forwarded: &[String]) -> Api {
+    let position = |list: &[String], wanted: &str| list.iter().position(|claim| claim == wanted);
     let trusted = draft
         .issuers
         .iter()
         .map(|&id| {
-            let extraction = issuers.get(id.0).map(|issuer| &issuer.extraction);
-            let position = |list: Option<&Vec<String>>, wanted: &str| {
-                list.and_then(|list| list.iter().position(|claim| claim == wanted))
-            };
+            let (role_claims, header_claims) = issuers.get(id.0).map_or((&[][..], &[][..]), |issuer| {
+                (&issuer.extraction.role_claims, &issuer.extraction.header_claims)
+            });
             TrustedIssuer {
                 id,
-                role_claims: draft
-                    .role_claims
-                    .iter()
-                    .filter_map(|claim| position(extraction.map(|e| &e.role_claims), claim))
-                    .collect(),
+                role_claims: draft.role_claims.iter().filter_map(|claim| position(role_claims, claim)).collect(),
                 claim_headers: draft
                     .claim_headers
                     .iter()
-                    .filter_map(|(header, claim)| {
-                        position(extraction.map(|e| &e.header_claims), claim).map(|at| (header.clone(), at))
-                    })
+                    .filter_map(|(header, claim)| position(header_claims, claim).map(|at| (header.clone(), at)))
                     .collect(),
             }
         })
         .collect();
-    let own: Vec<&str> =
-        draft.identity_headers.names().into_iter().chain(draft.claim_headers.iter().map(|(h, _)| h.as_str())).collect();
+    let own = draft.header_names();
     Api {
         name: draft.name,
         audiences: draft.audiences,
         issuers: trusted,
-        foreign_headers: forwarded.iter().filter(|name| !own.contains(&name.as_str())).cloned().collect(),
+        foreign_headers: forwarded.iter().filter(|name| !own.contains(name)).cloned().collect(),
         identity_headers: draft.identity_headers,
     }
 }
