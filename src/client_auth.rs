@@ -66,9 +66,7 @@ impl ClientAuth {
             ClientAuth::ClientSecretBasic { .. } => 0,
         }
     }
-}
 
-impl ClientAuth {
     /// The client authentication configured at `field` (`client_auth`, or
     /// `issuers.NAME.client_auth`) for the issuer at `issuer`: the key file
     /// read and its key parsed, or the secret read, now rather than per call.
@@ -78,11 +76,10 @@ impl ClientAuth {
         issuer: &str,
         env: EnvLookup<'_>,
     ) -> Result<ClientAuth, ConfigError> {
-        let prefix = field;
-        let at = |member: &str| format!("{prefix}.{member}");
+        let at = |member: &str| format!("{field}.{member}");
         let unexpected = |present: bool, member: &str, method: &str| {
             if present {
-                Err(ConfigError::new(format!("{prefix}.{member}"), format!("does not apply to method {method}")))
+                Err(ConfigError::new(at(member), format!("does not apply to method {method}")))
             } else {
                 Ok(())
             }
@@ -109,7 +106,7 @@ impl ClientAuth {
                     }
                     (None, Some(name)) => {
                         let text = from_env(env, &at("key_env"), &name)?;
-                        (format!("{}.key_env ({name})", prefix), text)
+                        (format!("{} ({name})", at("key_env")), text)
                     }
                 };
                 let key_file = ApplicationKeyFile::parse(&key_text).ok_or_else(|| {
