@@ -264,13 +264,13 @@ impl<H: Host> Engine<H> {
             _ => None,
         };
         let table = self.in_flight.get(leader.issuer.0);
+        let waiters = self.take_paused(|p| p.hash == leader.hash && matches!(p.waiting, Waiting::OnLeader { .. }));
         let (Some(issuer), Some(now_ms)) = (self.policy.issuer(leader.issuer), self.host.now_ms()) else {
             // Without a clock no expiry can be checked, nor any cached verdict trusted.
             self.note_issuer_error(Some(leader.issuer), &IssuerError::Clock);
             if let (Some(slot), Some(table)) = (slot, table) {
                 table.finish(&self.host, slot, &leader.hash, true, 0);
             }
-            let waiters = self.take_paused(|p| p.hash == leader.hash && matches!(p.waiting, Waiting::OnLeader { .. }));
             for request in std::iter::once(leader).chain(waiters) {
                 self.answer(request.context_id, |engine| engine.deny(Denial::IssuerUnavailable));
             }
@@ -291,7 +291,6 @@ impl<H: Host> Engine<H> {
             self.note_issuer_error(Some(leader.issuer), err);
         }
         let outcome = outcome.as_ref().map_err(|_| Failure::Unavailable);
-        let waiters = self.take_paused(|p| p.hash == leader.hash && matches!(p.waiting, Waiting::OnLeader { .. }));
         // The leader may call its next issuer from here (this is its call's
         // callback); a waiter must wait for the tick (see the module documentation).
         let context_id = leader.context_id;
@@ -350,18 +349,18 @@ impl<H: Host> Engine<H> {
             }
             let cached = self.cache.lookup(&self.host, &request.hash, issuer.fingerprint, now_ms / 1000);
             let Paused { context_id, check, attempts, .. } = request;
-            match (state, cached) {
-                (LeaderState::Failed, _) => self.answer(context_id, |engine| {
-                    engine.resume_check(context_id, check, Err(Failure::Unavailable), now_ms)
-                }),
-                (_, Some(verdict)) => {
-                    self.answer(context_id, |engine| engine.resume_check(context_id, check, Ok(&verdict), now_ms))
+            let outcome = match (state, &cached) {
+                (LeaderState::Failed, _) => Some(Err(Failure::Unavailable)),
+                (_, Some(verdict)) => Some(Ok(verdict)),
+                // Gone without a cached verdict, or waited too long: ask again, a few times.
+                _ if attempts + 1 < MAX_ATTEMPTS => None,
+                _ => Some(Err(Failure::Unavailable)),
+            };
+            match outcome {
+                Some(outcome) => {
+                    self.answer(context_id, |engine| engine.resume_check(context_id, check, outcome, now_ms))
                 }
-                // Gone without a cached verdict, or waited too long: ask again.
-                _ if attempts + 1 >= MAX_ATTEMPTS => self.answer(context_id, |engine| {
-                    engine.resume_check(context_id, check, Err(Failure::Unavailable), now_ms)
-                }),
-                _ => self.answer(context_id, |engine| engine.advance(context_id, check, attempts + 1, now_ms)),
+                None => self.answer(context_id, |engine| engine.advance(context_id, check, attempts + 1, now_ms)),
             }
         }
         if !self.paused.borrow().iter().any(|p| matches!(p.waiting, Waiting::OnLeader { .. } | Waiting::Ready)) {
