@@ -119,13 +119,15 @@ def render(profile="local", plugin=None, raw_plugin_text=None, clusters=None, **
     params = dict(PROFILES[profile])
     params.update(values)
     tls_name = params.pop("ISSUER_TLS_NAME", None)
+    ca_file = params.pop("ISSUER_CA", SYSTEM_CA_BUNDLE)
     host, port = params["ISSUER_HOST"], params["ISSUER_PORT"]
     if clusters is None:
-        clusters = [issuer_cluster("issuer", host, port, params["CLUSTER_TYPE"], tls_name=tls_name)]
+        clusters = [issuer_cluster("issuer", host, port, params["CLUSTER_TYPE"], tls_name=tls_name, ca_file=ca_file)]
     params["ISSUER_CLUSTERS"] = "\n".join(clusters)
     if raw_plugin_text is None:
         if plugin is None and tls_name:
-            plugin = plugin_config(f"https://{tls_name}", tls_name)
+            origin = tls_name if str(port) == "443" else f"{tls_name}:{port}"  # as `iss` writes it
+            plugin = plugin_config(f"https://{origin}", origin)
         elif plugin is None:
             plugin = plugin_config(f"http://{host}:{port}", f"{host}:{port}")
         raw_plugin_text = json.dumps(plugin, indent=2)
@@ -149,15 +151,9 @@ def main():
     for item in args.set:
         name, _, value = item.partition("=")
         values[aliases.get(name, name)] = value
-    extra = {}
     if args.issuer_tls_name:
-        params = dict(PROFILES[args.profile], **values)
-        host, port, name = params["ISSUER_HOST"], params["ISSUER_PORT"], args.issuer_tls_name
-        extra["clusters"] = [issuer_cluster("issuer", host, port, params["CLUSTER_TYPE"], tls_name=name,
-                                            ca_file=os.path.abspath(args.issuer_ca))]
-        origin = name if str(port) == "443" else f"{name}:{port}"  # as `iss` writes it
-        extra["plugin"] = plugin_config(f"https://{origin}", origin)
-    text = render(args.profile, **extra, **values)
+        values.update(ISSUER_TLS_NAME=args.issuer_tls_name, ISSUER_CA=os.path.abspath(args.issuer_ca))
+    text = render(args.profile, **values)
     if args.out == "-":
         sys.stdout.write(text)
         return
