@@ -210,22 +210,21 @@ function loadOrCreateKeyFile(file, fresh, expect) {
   return { file: value, publicKey: crypto.createPublicKey(privateKey) };
 }
 
+// An API app's key file (type "application"), as ZITADEL's console downloads it.
+function loadOrCreateAppKey(file, app, keyId) {
+  return loadOrCreateKeyFile(path.join(STATE_DIR, file), () => ({
+    type: 'application', keyId, key: newRsaPkcs1Pem(), appId: app.appId, clientId: app.clientId,
+  }), { type: 'application', appId: app.appId, clientId: app.clientId });
+}
+
 function loadState(issuer) {
   fs.mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
 
-  const apiKey = loadOrCreateKeyFile(path.join(STATE_DIR, 'api-app-key.json'), () => ({
-    type: 'application', keyId: API_APP.keyId, key: newRsaPkcs1Pem(), appId: API_APP.appId, clientId: API_APP.clientId,
-  }), { type: 'application', appId: API_APP.appId, clientId: API_APP.clientId });
-
+  const apiKey = loadOrCreateAppKey('api-app-key.json', API_APP, API_APP.keyId);
   // A second key of the same API app, as after a key rotation in ZITADEL's console: both
   // are valid until the old one is deleted.
-  const apiKey2 = loadOrCreateKeyFile(path.join(STATE_DIR, 'api-app-key-2.json'), () => ({
-    type: 'application', keyId: API_APP.secondKeyId, key: newRsaPkcs1Pem(), appId: API_APP.appId, clientId: API_APP.clientId,
-  }), { type: 'application', appId: API_APP.appId, clientId: API_APP.clientId });
-
-  const otherApiKey = loadOrCreateKeyFile(path.join(STATE_DIR, 'other-api-app-key.json'), () => ({
-    type: 'application', keyId: OTHER_API_APP.keyId, key: newRsaPkcs1Pem(), appId: OTHER_API_APP.appId, clientId: OTHER_API_APP.clientId,
-  }), { type: 'application', appId: OTHER_API_APP.appId, clientId: OTHER_API_APP.clientId });
+  const apiKey2 = loadOrCreateAppKey('api-app-key-2.json', API_APP, API_APP.secondKeyId);
+  const otherApiKey = loadOrCreateAppKey('other-api-app-key.json', OTHER_API_APP, OTHER_API_APP.keyId);
 
   const keyUser = SERVICE_USERS[KEY_USER];
   const userKey = loadOrCreateKeyFile(path.join(STATE_DIR, 'service-user-key.json'), () => ({
@@ -450,6 +449,21 @@ function recordAssertion(assertion) {
 }
 
 // --- the provider ------------------------------------------------------------------------------
+// An API app that authenticates with its keys (private_key_jwt). In oidc-provider 9
+// token_endpoint_auth_method applies to every endpoint, introspection and revocation included
+// (there is no separate introspection_endpoint_auth_method).
+function keyAuthenticatedClient(app, keys) {
+  return {
+    client_id: app.clientId,
+    token_endpoint_auth_method: 'private_key_jwt',
+    token_endpoint_auth_signing_alg: 'RS256',
+    jwks: { keys: keys.map((k) => ({ ...k.publicKey.export({ format: 'jwk' }), kid: k.file.keyId, alg: 'RS256', use: 'sig' })) },
+    grant_types: [],
+    response_types: [],
+    redirect_uris: [],
+  };
+}
+
 function buildProvider({ issuer, ids, apiKey, apiKey2, otherApiKey, userKey, signingJwk }) {
   const usersByClientId = new Map();
   for (const [name, u] of Object.entries(SERVICE_USERS)) {
@@ -472,30 +486,9 @@ function buildProvider({ issuer, ids, apiKey, apiKey2, otherApiKey, userKey, sig
   });
 
   const clients = [
-    {
-      // The API app of the project: authenticates with its key (private_key_jwt). In
-      // oidc-provider 9 token_endpoint_auth_method applies to every endpoint, introspection and
-      // revocation included (there is no separate introspection_endpoint_auth_method).
-      client_id: API_APP.clientId,
-      token_endpoint_auth_method: 'private_key_jwt',
-      token_endpoint_auth_signing_alg: 'RS256',
-      jwks: {
-        keys: [apiKey, apiKey2].map((k) => ({ ...k.publicKey.export({ format: 'jwk' }), kid: k.file.keyId, alg: 'RS256', use: 'sig' })),
-      },
-      grant_types: [],
-      response_types: [],
-      redirect_uris: [],
-    },
-    {
-      // The other project's API app, like the first (private_key_jwt with its own key).
-      client_id: OTHER_API_APP.clientId,
-      token_endpoint_auth_method: 'private_key_jwt',
-      token_endpoint_auth_signing_alg: 'RS256',
-      jwks: { keys: [{ ...otherApiKey.publicKey.export({ format: 'jwk' }), kid: otherApiKey.file.keyId, alg: 'RS256', use: 'sig' }] },
-      grant_types: [],
-      response_types: [],
-      redirect_uris: [],
-    },
+    // The API app of the project, with both its keys; the other project's API app, with its own.
+    keyAuthenticatedClient(API_APP, [apiKey, apiKey2]),
+    keyAuthenticatedClient(OTHER_API_APP, [otherApiKey]),
     {
       // A second API app of the same project, with a client secret (client_secret_basic).
       client_id: BASIC_APP.clientId,
