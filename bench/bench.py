@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -213,13 +212,6 @@ def burst(port, token, concurrency):
     finally:
         for s in socks:
             s.close()
-
-
-def set_issuer_delay(issuer, ms):
-    """The local issuer's test hook: every introspection answers `ms` late."""
-    req = urllib.request.Request(f"{issuer.url}/_test/introspect-delay?ms={ms}", data=b"", method="POST")
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        resp.read()
 
 
 def mint(issuer, count):
@@ -502,7 +494,7 @@ def main():
         for variant, delay_ms in (("as is", 0), ("slow", args.slow_issuer_ms)):
             print(f"==> (f) {args.burst_tokens} new tokens × {args.burst} concurrent requests, issuer delay "
                   f"{delay_ms} ms", file=sys.stderr)
-            set_issuer_delay(issuer, delay_ms)
+            issuer.set_delay(delay_ms)
             info = bursts[variant] = {"delay_ms": delay_ms, "calls": [], "statuses": {}, "seconds": []}
             for t in burst_tokens[variant]:
                 before = issuer.introspections()
@@ -512,7 +504,7 @@ def main():
                 info["seconds"].append(seconds)
                 for status in statuses:
                     info["statuses"][status] = info["statuses"].get(status, 0) + 1
-            set_issuer_delay(issuer, 0)
+            issuer.set_delay(0)
         rss["end"] = rss_mb(envoy.process.proc.pid)
         envoy.stop()
         envoy = None

@@ -37,7 +37,7 @@ import yaml  # noqa: E402
 
 import render  # noqa: E402
 from bench import filter_origin  # noqa: E402
-from stack import WASM, Envoy, Process, free_port  # noqa: E402
+from stack import WASM, Envoy, Process, first_hcm, free_port  # noqa: E402
 
 DISTINCT_LUA = os.path.join(HERE, "wrk", "distinct.lua")
 PATH = "/api/private"
@@ -72,7 +72,7 @@ def edit_config(wasm):
 def direct_response(text, wasm):
     """The route answers 200 from Envoy itself: no upstream in the way."""
     config = yaml.safe_load(text)
-    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm = first_hcm(config)
     for f in hcm["http_filters"]:
         if f["name"] == "envoy.filters.http.wasm":
             f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = wasm

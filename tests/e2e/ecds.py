@@ -10,7 +10,7 @@ import os
 
 import yaml
 
-from stack import ROOT
+from stack import ROOT, first_hcm
 
 EXAMPLES = os.path.join(ROOT, "envoy", "ecds")
 EXAMPLE_DIR = "/etc/envoy/ecds"
@@ -29,7 +29,7 @@ def discovered_filter(ecds_dir):
         config = yaml.safe_load(text)
         # Envoy wants a node identity for any xDS source, file-based ones included.
         config["node"] = {"id": "oauth-introspection-e2e", "cluster": "e2e"}
-        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm = first_hcm(config)
         wasm = hcm["http_filters"][0]["typed_config"]["config"]
         envoy.ecds = Ecds(ecds_dir, wasm)
         envoy.ecds.write(json.loads(wasm["configuration"]["value"]), version="0")

@@ -12,9 +12,8 @@ clusters (zitadel_acme, zitadel_partner) point at them.
 """
 import json
 import os
-import threading
 
-from stack import ROOT, http_request, render
+from stack import ROOT, render
 
 GATEWAY_JSON = os.path.join(ROOT, "envoy", "gateway.json")
 ACME_URL = "https://acme.zitadel.cloud"
@@ -36,31 +35,19 @@ def gateway_plugin(acme, partner, **overrides):
     return plugin
 
 
+def gateway_clusters(acme, partner):
+    """The example's two issuer clusters, pointed at the local issuers."""
+    return [render.issuer_cluster("zitadel_acme", "127.0.0.1", acme.port),
+            render.issuer_cluster("zitadel_partner", "127.0.0.1", partner.port)]
+
+
+def gateway_env(acme, partner):
+    """The variables of KEY_ENVS: each API app's key file."""
+    return {"ACME_ORDERS_API_KEY": acme.api_key_json, "ACME_BILLING_API_KEY": acme.other_api_key_json,
+            "PARTNER_API_KEY": partner.api_key_json}
+
+
 def start_gateway(envoy_factory, acme, partner, name, plugin=None, **kwargs):
-    clusters = [render.issuer_cluster("zitadel_acme", "127.0.0.1", acme.port),
-                render.issuer_cluster("zitadel_partner", "127.0.0.1", partner.port)]
-    env = {"ACME_ORDERS_API_KEY": acme.api_key_json, "ACME_BILLING_API_KEY": acme.other_api_key_json,
-           "PARTNER_API_KEY": partner.api_key_json}
     return envoy_factory(name, raw_plugin_text=json.dumps(plugin or gateway_plugin(acme, partner)),
-                         issuer_clusters=clusters, env=env, template_values={"HOST_ENV_KEYS": KEY_ENVS}, **kwargs)
-
-
-def send_together(port, requests, path="/orders"):
-    """One request per (host, token), each on its own connection, released at the same moment."""
-    barrier = threading.Barrier(len(requests))
-    results = [None] * len(requests)
-
-    def send(i, host, token):
-        barrier.wait(timeout=10)
-        try:
-            results[i] = http_request(port, path, headers={"Host": host, "Authorization": f"Bearer {token}"},
-                                      timeout=15)
-        except OSError as err:
-            results[i] = err
-
-    threads = [threading.Thread(target=send, args=(i, host, token)) for i, (host, token) in enumerate(requests)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return results
+                         issuer_clusters=gateway_clusters(acme, partner), env=gateway_env(acme, partner),
+                         template_values={"HOST_ENV_KEYS": KEY_ENVS}, **kwargs)

@@ -2,6 +2,7 @@
 project's virtualenv) with the real .wasm, the local oidc-provider issuer,
 and the demo API, all on 127.0.0.1 with free ports."""
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -12,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -156,6 +158,54 @@ def http_request(port, path, method="GET", headers=None, body=None, timeout=10, 
             conn.close()
 
 
+def check_config(text, env):
+    """The filter's configuration check without Envoy (src/bin/check-config.rs) on `text`, with
+    `env` as its whole environment."""
+    return subprocess.run(["cargo", "run", "--quiet", "--bin", "check-config", "--", "-"], cwd=ROOT, input=text,
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def first_hcm(config):
+    """The HTTP connection manager of the first listener of a parsed Envoy config (for edit_config)."""
+    return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def send_together(port, path, requests):
+    """One request per (host, token), each on its own connection, released at the same moment;
+    a host of None sends no Host header of its own."""
+    barrier = threading.Barrier(len(requests))
+    results = [None] * len(requests)
+
+    def send(i, host, token):
+        headers = {"Authorization": f"Bearer {token}"}
+        if host is not None:
+            headers["Host"] = host
+        barrier.wait(timeout=10)
+        try:
+            results[i] = http_request(port, path, headers=headers, timeout=15)
+        except OSError as err:
+            results[i] = err
+
+    threads = [threading.Thread(target=send, args=(i, host, token)) for i, (host, token) in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+@contextlib.contextmanager
+def issuers_delayed(issuers, ms):
+    """Every introspection at each of `issuers` answers `ms` late until the block ends."""
+    for issuer in issuers:
+        issuer.set_delay(ms)
+    try:
+        yield
+    finally:
+        for issuer in issuers:
+            issuer.set_delay(0)
+
+
 class Issuer:
     """The local ZITADEL-like issuer (demo/issuer, npm oidc-provider)."""
 
@@ -189,14 +239,15 @@ class Issuer:
             raise
         with open(os.path.join(self.state_dir, "ids.json")) as f:
             self.ids = json.load(f)
-        with open(os.path.join(self.state_dir, "api-app-key.json")) as f:
-            self.api_key_json = f.read()
-        with open(os.path.join(self.state_dir, "other-api-app-key.json")) as f:
-            self.other_api_key_json = f.read()
-        with open(os.path.join(self.state_dir, "api-app-key-2.json")) as f:
-            self.api_key_2_json = f.read()
-        for key_file in (self.api_key_json, self.other_api_key_json, self.api_key_2_json):
-            key = json.loads(key_file)["key"]
+
+        def key_file(field):
+            with open(os.path.join(self.state_dir, self.ids[field])) as f:
+                return f.read()
+        self.api_key_json = key_file("api_key_file")
+        self.other_api_key_json = key_file("other_api_key_file")
+        self.api_key_2_json = key_file("api_key_2_file")
+        for text in (self.api_key_json, self.other_api_key_json, self.api_key_2_json):
+            key = json.loads(text)["key"]
             SECRETS.update(line for line in key.splitlines() if "-----" not in line and len(line) > 20)
         if self.ids.get("basic_api_client_secret"):
             secret = self.ids["basic_api_client_secret"]
@@ -325,7 +376,12 @@ class Api:
         self.process.wait_for_line("demo api ready")
 
     def hits(self):
+        """Requests seen, by path, by host and path, and by `vhost:` route name."""
         return json.loads(http_request(self.port, "/_upstream/stats").body)
+
+    def upstream_total(self):
+        """Every request the API saw (each counted once, by its path)."""
+        return sum(n for key, n in self.hits().items() if key.startswith("/"))
 
     def stop(self):
         self.process.stop()

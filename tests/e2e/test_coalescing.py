@@ -1,60 +1,21 @@
 """One introspection call per token per Envoy, however many requests carry it
 at once and on whichever worker; invalid verdicts remembered briefly; a cap on
 calls in flight. Every Envoy here runs --concurrency 2."""
-import contextlib
-import json
 import threading
-import urllib.request
 
 import pytest
 
-from stack import http_request, wait_for
+from stack import http_request, issuers_delayed, send_together, wait_for
 from test_filter_in_envoy import assert_invalid_token, assert_issuer_unavailable, assert_ok_from_upstream
 
 CONCURRENT = 64
 
 
-def set_issuer_delay(issuer, ms):
-    req = urllib.request.Request(f"{issuer.url}/_test/introspect-delay?ms={ms}", data=b"", method="POST")
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        assert json.load(resp) == {"introspect_delay_ms": ms}
-
-
-@contextlib.contextmanager
-def issuer_delayed(issuer, ms):
-    """Every introspection answers `ms` late until the block ends."""
-    set_issuer_delay(issuer, ms)
-    try:
-        yield issuer
-    finally:
-        set_issuer_delay(issuer, 0)
-
-
 @pytest.fixture
 def slow_issuer(issuer):
     """Introspection answers 400 ms late, so concurrent requests overlap the call."""
-    with issuer_delayed(issuer, 400):
+    with issuers_delayed([issuer], 400):
         yield issuer
-
-
-def send_together(port, path, tokens):
-    """One request per token, each on its own connection, released at the same moment."""
-    barrier = threading.Barrier(len(tokens))
-    results = [None] * len(tokens)
-
-    def send(i, token):
-        barrier.wait(timeout=10)
-        try:
-            results[i] = http_request(port, path, headers={"Authorization": f"Bearer {token}"}, timeout=15)
-        except OSError as err:
-            results[i] = err
-
-    threads = [threading.Thread(target=send, args=(i, t)) for i, t in enumerate(tokens)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return results
 
 
 def connections_per_worker(envoy):
@@ -71,7 +32,7 @@ def test_concurrent_first_requests_make_one_call(coalescing_envoy, slow_issuer, 
     token = slow_issuer.token("reader-opaque")
     before, hits_before = slow_issuer.introspections(), api.hits().get("/api/private", 0)
     accepted_before = connections_per_worker(coalescing_envoy)
-    results = send_together(coalescing_envoy.port, "/api/private", [token] * CONCURRENT)
+    results = send_together(coalescing_envoy.port, "/api/private", [(None, token)] * CONCURRENT)
     accepted = [n - b for n, b in zip(connections_per_worker(coalescing_envoy), accepted_before)]
     # Both workers took some of the requests: the waiting crossed VMs.
     assert len(accepted) == 2 and min(accepted) > 0 and sum(accepted) == CONCURRENT, accepted
@@ -89,7 +50,7 @@ def test_waiters_still_get_their_own_route_check(coalescing_envoy, slow_issuer):
     # One token without the role: the role route refuses it, the other route admits it.
     token = slow_issuer.token("plain-opaque")
     before = slow_issuer.introspections()
-    scoped = send_together(coalescing_envoy.port, "/api/private-scoped", [token] * 16)
+    scoped = send_together(coalescing_envoy.port, "/api/private-scoped", [(None, token)] * 16)
     assert slow_issuer.introspections() == before + 1
     for resp in scoped:
         assert resp.status == 403, resp
@@ -102,7 +63,7 @@ def test_concurrent_requests_with_a_revoked_token_make_one_call(coalescing_envoy
     token = slow_issuer.token("reader-jwt")
     slow_issuer.revoke("reader-jwt", token)
     before = slow_issuer.introspections()
-    for resp in send_together(coalescing_envoy.port, "/api/private", [token] * CONCURRENT):
+    for resp in send_together(coalescing_envoy.port, "/api/private", [(None, token)] * CONCURRENT):
         assert_invalid_token(resp)
         assert resp.json()["error_description"] == "token is not active"
     assert slow_issuer.introspections() == before + 1
@@ -135,7 +96,7 @@ def test_a_failed_leader_fails_its_waiters_without_more_calls(envoy_factory, fau
                      "path": "/oauth/v2/introspect", "timeout_ms": 500}
     envoy = envoy_factory("envoy-coalescing-faulty", {"introspection": introspection}, issuer_port=fault_server.port)
     fault_server.set_mode("hang")
-    for resp in send_together(envoy.port, "/api/private", ["hanging-token"] * 16):
+    for resp in send_together(envoy.port, "/api/private", [(None, "hanging-token")] * 16):
         assert_issuer_unavailable(resp)
     assert fault_server.calls == 1
     assert envoy.metric("introspection.issuer_errors") == 1
@@ -151,7 +112,7 @@ def test_calls_past_max_in_flight_get_503(envoy_factory, issuer):
         "timeout_ms": 5000, "max_in_flight": 2}})
     tokens = [issuer.token("reader-opaque") for _ in range(4)]
     before = issuer.introspections()
-    with issuer_delayed(issuer, 1500):
+    with issuers_delayed([issuer], 1500):
         results = [None, None]
 
         def first_two(i):
@@ -161,7 +122,7 @@ def test_calls_past_max_in_flight_get_503(envoy_factory, issuer):
         for thread in threads:
             thread.start()
         wait_for(lambda: issuer.introspections() == before + 2, 5, "two calls in flight")
-        for resp in send_together(envoy.port, "/api/private", tokens[2:]):
+        for resp in send_together(envoy.port, "/api/private", [(None, t) for t in tokens[2:]]):
             assert resp.status == 503, resp
             assert resp.json() == {"error": "temporarily_unavailable",
                                    "error_description": "too many token checks under way, try again later"}
@@ -191,11 +152,11 @@ def test_waiters_call_themselves_when_the_leader_goes_away(coalescing_envoy, iss
         except OSError:
             leader_outcome.append("gave up")
 
-    with issuer_delayed(issuer, 800):
+    with issuers_delayed([issuer], 800):
         leader = threading.Thread(target=impatient_leader)
         leader.start()
         wait_for(lambda: issuer.introspections() == before + 1, 5, "the leader's call")
-        results = send_together(coalescing_envoy.port, "/api/private", [token] * 8)
+        results = send_together(coalescing_envoy.port, "/api/private", [(None, token)] * 8)
         leader.join(timeout=10)
     assert leader_outcome == ["gave up"]
     for resp in results:

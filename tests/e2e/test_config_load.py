@@ -8,6 +8,8 @@ import pytest
 
 import render
 from conftest import ENVOY, ROOT, WASM
+from gateway import GATEWAY_JSON, KEY_ENVS, gateway_clusters, gateway_env
+from stack import check_config
 
 
 @pytest.mark.parametrize("change, field", [
@@ -66,20 +68,21 @@ def test_repeated_member_fails_the_load(envoy_factory, issuer):
     assert "invalid plugin configuration: `apis.orders.audiences`: appears twice" in envoy.process.output()
 
 
+def envoy_validate(path, text, env):
+    """Envoy's own check of the config `text`, written to `path`, with `env` added to the
+    environment: --mode validate also loads the VM and configures the plugin."""
+    path.write_text(text)
+    return subprocess.run([ENVOY, "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ, **env))
+
+
 def test_shipped_gateway_example_loads(issuer, tmp_path):
     """envoy/gateway.json as it is, checked by Envoy (--mode validate loads the VM and the plugin)."""
-    with open(os.path.join(ROOT, "envoy", "gateway.json")) as f:
+    with open(GATEWAY_JSON) as f:
         plugin = json.load(f)
-    clusters = [render.issuer_cluster("zitadel_acme", "127.0.0.1", issuer.port),
-                render.issuer_cluster("zitadel_partner", "127.0.0.1", issuer.port)]
-    text = render.render("local", plugin=plugin, clusters=clusters, WASM_PATH=WASM,
-                         HOST_ENV_KEYS="ACME_ORDERS_API_KEY, ACME_BILLING_API_KEY, PARTNER_API_KEY")
-    path = tmp_path / "gateway.yaml"
-    path.write_text(text)
-    env = dict(os.environ, ACME_ORDERS_API_KEY=issuer.api_key_json, ACME_BILLING_API_KEY=issuer.other_api_key_json,
-               PARTNER_API_KEY=issuer.api_key_json)
-    result = subprocess.run([ENVOY, "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
-                            capture_output=True, text=True, timeout=60, env=env)
+    text = render.render("local", plugin=plugin, clusters=gateway_clusters(issuer, issuer), WASM_PATH=WASM,
+                         HOST_ENV_KEYS=KEY_ENVS)
+    result = envoy_validate(tmp_path / "gateway.yaml", text, gateway_env(issuer, issuer))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
 
 
@@ -91,11 +94,9 @@ def test_zitadel_cloud_config_is_the_rendered_template(issuer, tmp_path):
         "run: python3 envoy/render.py --profile zitadel-cloud --out envoy/envoy.zitadel-cloud.yaml"
     assert "UpstreamTlsContext" in committed and "sni: my-org.zitadel.cloud" in committed
     assert '"issuer": "https://my-org.zitadel.cloud"' in committed
-    path = tmp_path / "zitadel-cloud.yaml"
-    path.write_text(committed.replace("/etc/envoy/oauth_introspection_filter.wasm", WASM))
-    env = dict(os.environ, ZITADEL_API_KEY_JSON=issuer.api_key_json)
-    result = subprocess.run([ENVOY, "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
-                            capture_output=True, text=True, timeout=60, env=env)
+    result = envoy_validate(tmp_path / "zitadel-cloud.yaml",
+                            committed.replace("/etc/envoy/oauth_introspection_filter.wasm", WASM),
+                            {"ZITADEL_API_KEY_JSON": issuer.api_key_json})
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
 
 
@@ -106,9 +107,7 @@ def test_ecds_example_configuration_is_valid(issuer):
     with open(os.path.join(ROOT, "envoy", "ecds", "filter.yaml")) as f:
         response = yaml.safe_load(f)
     value = response["resources"][0]["typed_config"]["config"]["configuration"]["value"]
-    check = subprocess.run(["cargo", "run", "--quiet", "--bin", "check-config", "--", "-"], cwd=ROOT, input=value,
-                           capture_output=True, text=True, timeout=600,
-                           env=dict(os.environ, ZITADEL_API_KEY_JSON=issuer.api_key_json))
+    check = check_config(value, dict(os.environ, ZITADEL_API_KEY_JSON=issuer.api_key_json))
     assert check.returncode == 0, check.stderr
     assert "via cluster issuer" in check.stdout
 
@@ -139,11 +138,7 @@ def test_docker_compose_envoy_config_validates(issuer, tmp_path):
     # Compose service names resolve only inside compose, so the clusters are STATIC here.
     text = render.render("docker", WASM_PATH=WASM, API_HOST="127.0.0.1", ISSUER_HOST="127.0.0.1",
                          CLUSTER_TYPE="STATIC")
-    path = tmp_path / "envoy-docker-local.yaml"
-    path.write_text(text)
-    env = dict(os.environ, ZITADEL_API_KEY_JSON=issuer.api_key_json)
-    result = subprocess.run([ENVOY, "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
-                            capture_output=True, text=True, timeout=60, env=env)
+    result = envoy_validate(tmp_path / "envoy-docker-local.yaml", text, {"ZITADEL_API_KEY_JSON": issuer.api_key_json})
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "configuration '" in output and "OK" in output, output[-3000:]

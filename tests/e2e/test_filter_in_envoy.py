@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import RESPONSES
-from stack import raw_get
+from stack import first_hcm, raw_get
 
 PROJECT_ID = "300000000000000001"
 SCOPED_CHALLENGE = 'Bearer error="insufficient_scope", scope="read:messages"'
@@ -308,7 +308,7 @@ def allow_underscores(text, _envoy):
     import yaml
 
     config = yaml.safe_load(text)
-    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm = first_hcm(config)
     hcm.pop("common_http_protocol_options", None)  # Envoy's default: ALLOW
     return yaml.safe_dump(config)
 

@@ -1,12 +1,10 @@
 """Many services behind one filter (envoy/gateway.json, see gateway.py): each route's allow and
 deny, and the confusion matrix — every kind of token at every API, on the miss, hit and
 coalesced paths — with statuses, reasons, issuer calls and upstream hits checked."""
-import contextlib
-
 import pytest
 
-from gateway import BILLING, CLAIM_SCOPE, ORDERS, PARTNERS, send_together, start_gateway
-from stack import Issuer, raw_get
+from gateway import BILLING, CLAIM_SCOPE, ORDERS, PARTNERS, start_gateway
+from stack import Issuer, issuers_delayed, raw_get, send_together
 from test_filter_in_envoy import assert_ok_from_upstream
 
 NOT_ACTIVE = "token is not active"
@@ -87,17 +85,6 @@ def check_answer(resp, kind, host, issuers):
         assert resp.header("www-authenticate").startswith('Bearer error="invalid_token"')
 
 
-@contextlib.contextmanager
-def issuers_delayed(issuers, ms):
-    for issuer in issuers.values():
-        issuer.set_delay(ms)
-    try:
-        yield
-    finally:
-        for issuer in issuers.values():
-            issuer.set_delay(0)
-
-
 @pytest.mark.parametrize("host", HOSTS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_confusion_matrix_miss_then_hit(gateway, issuers, api, kind, host):
@@ -119,8 +106,8 @@ def test_confusion_matrix_coalesced(gateway, issuers, api, kind):
     token = mint(issuers, kind)
     before, coalesced_before = calls(issuers), gateway.metric("introspection.coalesced")
     hits_before = {host: api.hits().get(f"{host}/orders", 0) for host in HOSTS}
-    with issuers_delayed(issuers, 300):
-        results = send_together(gateway.port, [(host, token) for host in HOSTS for _ in range(4)])
+    with issuers_delayed(issuers.values(), 300):
+        results = send_together(gateway.port, "/orders", [(host, token) for host in HOSTS for _ in range(4)])
     for i, resp in enumerate(results):
         check_answer(resp, kind, HOSTS[i // 4], issuers)
     asked = [expected(kind, host)[2] for host in HOSTS]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from gateway import CLAIM_SCOPE, gateway_plugin, start_gateway
-from stack import RESPONSES, Issuer, raw_get
+from stack import RESPONSES, Issuer, first_hcm, raw_get
 from test_filter_in_envoy import assert_ok_from_upstream
 
 VHOSTS = [("orders", ["orders.example.com"]), ("billing", ["billing.example.com"]),
@@ -59,7 +59,7 @@ def tagged_vhosts(strip=True):
     without Envoy's host normalization (strip_any_host_port, strip_trailing_host_dot)."""
     def edit(text, _envoy):
         config = yaml.safe_load(text)
-        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm = first_hcm(config)
         hcm["route_config"]["virtual_hosts"] = [
             {"name": name, "domains": domains, "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "demo_api"}}],
              "request_headers_to_add": [{"header": {"key": "x-routed-vhost", "value": name},

@@ -21,7 +21,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from stack import ROOT, WASM, Process, free_port, wait_for
+from stack import ROOT, WASM, Process, check_config, free_port, wait_for
 
 ISTIO = os.path.join(ROOT, "deploy", "istio")
 
@@ -165,15 +165,11 @@ def test_istio_manifests_agree_with_each_other_and_the_filter():
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
     key_file = {"type": "application", "keyId": "1", "key": key.decode(), "appId": "2", "clientId": "3@orders"}
-    check = subprocess.run(["cargo", "run", "--quiet", "--bin", "check-config", "--", "-"], cwd=ROOT,
-                           input=json.dumps(config), capture_output=True, text=True, timeout=600,
-                           env=dict(os.environ, **{variable: json.dumps(key_file)}))
+    check = check_config(json.dumps(config), dict(os.environ, **{variable: json.dumps(key_file)}))
     assert check.returncode == 0, check.stderr
     assert f"issuer zitadel: https://{host} via cluster outbound|443||{host}" in check.stdout
     assert check.stdout.strip().endswith("ok")
     # And without the variable, the load would fail naming the field.
-    check = subprocess.run(["cargo", "run", "--quiet", "--bin", "check-config", "--", "-"], cwd=ROOT,
-                           input=json.dumps(config), capture_output=True, text=True, timeout=600,
-                           env={k: v for k, v in os.environ.items() if k != variable})
+    check = check_config(json.dumps(config), {k: v for k, v in os.environ.items() if k != variable})
     assert check.returncode == 1
     assert "`issuers.zitadel.client_auth.key_env`" in check.stderr

@@ -18,7 +18,7 @@ import pytest
 
 import render
 from ecds import discovered_filter
-from stack import RESPONSES, http_request, wait_for
+from stack import RESPONSES, wait_for
 
 PROJECT, OTHER_PROJECT = "300000000000000001", "300000000000000009"
 KEY_ENVS = "ZITADEL_API_KEY_JSON, ZITADEL_API_KEY_JSON_2"
@@ -67,10 +67,13 @@ def stat(envoy, name):
 
 
 def apply(envoy, plugin, version):
-    """Moves a configuration into place and waits until Envoy has taken it."""
+    """Moves a configuration into place and waits until Envoy has taken it, once; returns when
+    it was moved into place (time.monotonic())."""
     before = stat(envoy, "update_success")
+    moved = time.monotonic()
     envoy.ecds.write(plugin, version)
-    wait_for(lambda: stat(envoy, "update_success") > before, 10, f"configuration {version} applied")
+    wait_for(lambda: stat(envoy, "update_success") == before + 1, 10, f"configuration {version} applied")
+    return moved
 
 
 class Load:
@@ -143,14 +146,11 @@ def test_configuration_changes_apply_under_load_without_a_wrong_answer(live, iss
         "new other project's token": [issuer.token("other-project") for _ in range(200)],
     }
     apply(live, configs["initial"], "initial")
-    applied_before = stat(live, "update_success")
     switches = []  # (phase index, moved into place at, first answer of the new configuration at)
     with Load(live, tokens) as load:
         time.sleep(2)
         for index, phase in enumerate(PHASES[1:], start=1):
-            moved = time.monotonic()
-            live.ecds.write(configs[phase], phase)
-            wait_for(lambda: stat(live, "update_success") == applied_before + index, 10, f"{phase} applied")
+            moved = apply(live, configs[phase], phase)
             switches.append((index, moved, time.monotonic()))
             time.sleep(4)
         # An invalid configuration, sent the same way: refused, the last one keeps serving. Had it

@@ -56,36 +56,32 @@ def any_envoy(request, envoy, envoy_factory):
     return envoy_factory("envoy-no-normalization", edit_config=without_path_normalization)
 
 
-def upstream_total(api):
-    return sum(n for key, n in api.hits().items() if key.startswith("/"))
-
-
 def test_corpus_is_large_enough():
     assert len(set(TO_AUTHENTICATED)) + len(set(TO_ROLE_ROUTE)) >= 50
 
 
 @pytest.mark.parametrize("path", TO_AUTHENTICATED)
 def test_no_spelling_reaches_a_protected_route_without_a_token(any_envoy, api, path):
-    before = upstream_total(api)
+    before = api.upstream_total()
     status = raw_get(any_envoy.port, path).status
     assert status in (400, 401, 403, 404), (path, status)
-    assert upstream_total(api) == before, path
+    assert api.upstream_total() == before, path
 
 
 @pytest.mark.parametrize("path", TO_ROLE_ROUTE)
 def test_no_spelling_reaches_the_role_route_without_the_role(any_envoy, api, tokens, path):
-    before = upstream_total(api)
+    before = api.upstream_total()
     status = raw_get(any_envoy.port, path, [f"Authorization: Bearer {tokens('plain-opaque')}"]).status
     assert status in (400, 403, 404), (path, status)
-    assert upstream_total(api) == before, path
+    assert api.upstream_total() == before, path
 
 
 @pytest.mark.parametrize("path", RESOLVED_TO_ROLE_ROUTE)
 def test_equivalent_spellings_still_work_with_the_role(any_envoy, api, tokens, path):
-    before = upstream_total(api)
+    before = api.upstream_total()
     resp = any_envoy.get(path, token=tokens("reader-opaque"))
     assert_ok_from_upstream(resp)
-    assert upstream_total(api) == before + 1
+    assert api.upstream_total() == before + 1
 
 
 def test_filter_answers_ambiguous_paths_itself(envoy_factory, issuer):

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from stack import ROOT, WASM
+from stack import ROOT, WASM, first_hcm, render
 from test_filter_in_envoy import assert_ok_from_upstream
 
 
@@ -58,7 +58,7 @@ def remote_code(server, sha256):
 
     def edit(text, _envoy):
         config = yaml.safe_load(text)
-        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm = first_hcm(config)
         vm = hcm["http_filters"][0]["typed_config"]["config"]["vm_config"]
         with open(os.path.join(ROOT, "envoy", "remote-code.yaml")) as f:
             code = yaml.safe_load(f)
@@ -67,11 +67,8 @@ def remote_code(server, sha256):
         remote["sha256"] = sha256
         remote["retry_policy"]["retry_back_off"] = {"base_interval": "0.1s", "max_interval": "0.2s"}
         vm["code"] = code
-        config["static_resources"]["clusters"].append({
-            "name": remote["http_uri"]["cluster"], "type": "STATIC", "connect_timeout": "1s",
-            "load_assignment": {"cluster_name": remote["http_uri"]["cluster"], "endpoints": [{"lb_endpoints": [{
-                "endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": server.port}}}}]}]},
-        })
+        cluster = render.issuer_cluster(remote["http_uri"]["cluster"], "127.0.0.1", server.port)
+        config["static_resources"]["clusters"] += yaml.safe_load(cluster)
         return yaml.safe_dump(config)
 
     return edit
@@ -91,12 +88,12 @@ def test_a_wrong_hash_never_lets_a_request_through(envoy_factory, module_server,
     fetches_before = module_server.fetches
     envoy = envoy_factory("envoy-remote-code-wrong-hash", edit_config=remote_code(module_server, "0" * 64))
     assert module_server.fetches - fetches_before >= 2, "fetched, refused, retried"
-    hits_before = sum(n for key, n in api.hits().items() if key.startswith("/"))
+    hits_before = api.upstream_total()
     token = issuer.token("reader-opaque")
     for path, bearer in [("/api/private", token), ("/api/private", None), ("/public", None), ("/admin", token)]:
         resp = envoy.get(path, token=bearer)
         assert resp.status == 503, (path, resp)
-    assert sum(n for key, n in api.hits().items() if key.startswith("/")) == hits_before
+    assert api.upstream_total() == hits_before
     # What Envoy says: the fetch refused (a wrong hash counts as a failed fetch, retried), then
     # the plugin not loaded, and FAIL_CLOSED.
     log = envoy.process.output()
