@@ -28,12 +28,13 @@ import glob
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 
-from stack import ROOT, wait_for
+import pytest
+
+from stack import ROOT, Process, wait_for
 
 STATE = os.path.join(ROOT, ".state", "docker")
 ROOTFS_TAR = os.path.join(STATE, "bookworm-minbase.tar")
@@ -71,6 +72,14 @@ class Unavailable(Exception):
     """Docker cannot be run on this machine; the message says why."""
 
 
+def skip_unless_required(what, why):
+    """Skips a test whose tools are missing here, with one line saying `what` is not run and
+    `why`; fails it instead where they are required (REQUIRE_DOCKER=1, as .ci/run sets)."""
+    if os.environ.get("REQUIRE_DOCKER") == "1":
+        pytest.fail(f"required here (REQUIRE_DOCKER=1): {why}")
+    pytest.skip(f"{what}: {why}")
+
+
 def run(args, env=None, timeout=600, check=True, **kwargs):
     return subprocess.run(args, env=env, timeout=timeout, check=check, capture_output=True, text=True, **kwargs)
 
@@ -94,24 +103,21 @@ class Engine:
         # The exec root and the API socket are unix sockets' homes: keep their paths short.
         self.exec_root = tempfile.mkdtemp(prefix="oif-dx-")
         self.host = f"unix://{self.exec_root}/docker.sock"
-        self.log_path = os.path.join(log_dir, "dockerd.log")
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
+        self.dockerd = Process(
+            "dockerd",
             ["dockerd", "--storage-driver=vfs", "--data-root", os.path.join(STATE, "data"), "--exec-root",
              self.exec_root, "--pidfile", os.path.join(self.exec_root, "dockerd.pid"), "-H", self.host,
              "--bridge=none"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            log_dir)
         try:
             wait_for(self._up, 60, "dockerd to answer")
         except AssertionError as err:
             self.stop()
-            with open(self.log_path, "rb") as f:
-                tail = f.read()[-1500:].decode("utf-8", "replace")
-            raise Unavailable(f"dockerd did not start: {err}\n{tail}") from err
+            raise Unavailable(f"dockerd did not start: {err}\n{self.dockerd.output()[-1500:]}") from err
 
     def _up(self):
-        if self.proc.poll() is not None:
-            raise AssertionError(f"dockerd exited ({self.proc.returncode})")
+        if self.dockerd.proc.poll() is not None:
+            raise AssertionError(f"dockerd exited ({self.dockerd.proc.returncode})")
         return run(["docker", "info"], env=docker_env(self.host), check=False, timeout=10).returncode == 0
 
     def docker(self, *args, timeout=600, check=True):
@@ -119,17 +125,11 @@ class Engine:
 
     def stop(self):
         # Containers a failed `down` left behind go first, with their shims.
-        left = self.docker("ps", "-aq", check=False, timeout=30).stdout.split() if self.proc.poll() is None else []
+        running = self.dockerd.proc.poll() is None
+        left = self.docker("ps", "-aq", check=False, timeout=30).stdout.split() if running else []
         if left:
             self.docker("rm", "-f", *left, check=False, timeout=120)
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
+        self.dockerd.stop(timeout=30)
         shutil.rmtree(self.exec_root, ignore_errors=True)
 
     # ---- the stand-in images ----

@@ -85,11 +85,11 @@ class Process:
             return text in self.output()
         wait_for(seen, timeout, f"{self.name} to print {text!r}")
 
-    def stop(self):
+    def stop(self, timeout=10):
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from compose import Compose, Engine, Unavailable, elapsed
+from compose import Compose, Engine, Unavailable, elapsed, skip_unless_required
 from stack import LOG_FILES, RESPONSES, SECRETS, free_port, wait_for
 
 
@@ -17,10 +17,7 @@ def engine(log_dir):
     try:
         engine = Engine(log_dir)
     except Unavailable as why:
-        if os.environ.get("REQUIRE_DOCKER") == "1":
-            pytest.fail(f"Docker is required here (REQUIRE_DOCKER=1): {why}")
-        pytest.skip(f"docker-compose.yml not run: {why}")
-    LOG_FILES.append(engine.log_path)
+        skip_unless_required("docker-compose.yml not run", why)
     yield engine
     engine.stop()
 

@@ -21,6 +21,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from compose import skip_unless_required
 from stack import ROOT, WASM, Process, check_config, free_port, wait_for
 
 ISTIO = os.path.join(ROOT, "deploy", "istio")
@@ -29,10 +30,8 @@ ISTIO = os.path.join(ROOT, "deploy", "istio")
 def require(*tools):
     missing = [tool for tool in tools if not shutil.which(tool)]
     if missing:
-        why = f"{', '.join(missing)} not installed (Debian packages umoci, skopeo, docker-registry)"
-        if os.environ.get("REQUIRE_DOCKER") == "1":
-            pytest.fail(f"required here (REQUIRE_DOCKER=1): {why}")
-        pytest.skip(f"OCI image not checked: {why}")
+        skip_unless_required("OCI image not checked",
+                             f"{', '.join(missing)} not installed (Debian packages umoci, skopeo, docker-registry)")
 
 
 def build_image(out, tag="test"):
