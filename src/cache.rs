@@ -6,6 +6,9 @@
 //! whichever candidate is free, stale, or expires first. Memory is bounded by
 //! `slots × (max_entry_bytes + ~130 bytes of key and Envoy overhead)`.
 //!
+//! Time is kept in milliseconds, so an entry lives its whole TTL whenever in
+//! a second it was written (`exp`, whole seconds, is converted exactly).
+//!
 //! A valid verdict never outlives the token's `exp` or `max_ttl_secs`. An
 //! invalid one (inactive, expired, another issuer's...) is kept for the short
 //! `negative_ttl_secs`, so a replayed bad token does not reach the issuer each
@@ -69,39 +72,43 @@ impl VerdictCache {
     }
 
     /// The cached verdict for this issuer's token (`hash`), if a live entry
-    /// written under the issuer's `fingerprint` exists.
-    pub fn lookup(&self, store: &impl SharedData, hash: &TokenHash, fingerprint: u64, now: u64) -> Option<Verdict> {
+    /// written under the issuer's `fingerprint` exists at `now_ms`.
+    pub fn lookup(&self, store: &impl SharedData, hash: &TokenHash, fingerprint: u64, now_ms: u64) -> Option<Verdict> {
         self.candidate_slots(hash).into_iter().find_map(|slot| {
             let (value, _) = store.get(&self.slot_key(slot));
             let entry = decode_entry(&value?)?;
-            (entry.fingerprint == fingerprint && entry.token == *hash && entry.valid_until > now)
+            (entry.fingerprint == fingerprint && entry.token == *hash && entry.valid_until_ms > now_ms)
                 .then_some(entry.verdict)
         })
     }
 
+    /// Keeps `verdict` from `now_ms` on: a valid one until the token's `exp`
+    /// or `max_ttl_secs` from now, whichever is first; an invalid one for
+    /// `negative_ttl_secs`.
     pub fn store(
         &self,
         store: &impl SharedData,
         hash: &TokenHash,
         fingerprint: u64,
         verdict: &Verdict,
-        now: u64,
+        now_ms: u64,
     ) -> StoreOutcome {
-        let valid_until = match verdict {
+        let after = |secs: u64| now_ms.saturating_add(secs.saturating_mul(1000));
+        let valid_until_ms = match verdict {
             Verdict::Valid(identity) => {
-                let max_until = now.saturating_add(self.settings.max_ttl_secs);
-                identity.expires_at.map_or(max_until, |exp| exp.min(max_until))
+                let max_until = after(self.settings.max_ttl_secs);
+                identity.expires_at.map_or(max_until, |exp| exp.saturating_mul(1000).min(max_until))
             }
-            Verdict::Invalid(_) => now.saturating_add(self.settings.negative_ttl_secs),
+            Verdict::Invalid(_) => after(self.settings.negative_ttl_secs),
         };
-        if valid_until <= now {
+        if valid_until_ms <= now_ms {
             return StoreOutcome::NotCacheable;
         }
-        let entry = CacheEntry { fingerprint, token: *hash, valid_until, verdict: verdict.clone() };
+        let entry = CacheEntry { fingerprint, token: *hash, valid_until_ms, verdict: verdict.clone() };
         let Some(bytes) = encode_entry(&entry).filter(|bytes| bytes.len() <= self.settings.max_entry_bytes) else {
             return StoreOutcome::NotCacheable;
         };
-        let Some((slot, cas)) = self.choose_victim(store, hash, matches!(verdict, Verdict::Valid(_)), now) else {
+        let Some((slot, cas)) = self.choose_victim(store, hash, matches!(verdict, Verdict::Valid(_)), now_ms) else {
             return StoreOutcome::NoRoom;
         };
         if store.set(&self.slot_key(slot), &bytes, cas) {
@@ -120,7 +127,7 @@ impl VerdictCache {
         store: &impl SharedData,
         hash: &TokenHash,
         valid: bool,
-        now: u64,
+        now_ms: u64,
     ) -> Option<(u32, Option<u32>)> {
         let [first, second] = self.candidate_slots(hash);
         // Rank: (false, 0) = free, stale or this token: take it; else (holds a valid entry, its end).
@@ -128,9 +135,9 @@ impl VerdictCache {
             let (value, cas) = store.get(&self.slot_key(slot));
             let rank = match value.as_deref().and_then(decode_entry) {
                 Some(e)
-                    if e.token != *hash && self.live_fingerprints.contains(&e.fingerprint) && e.valid_until > now =>
+                    if e.token != *hash && self.live_fingerprints.contains(&e.fingerprint) && e.valid_until_ms > now_ms =>
                 {
-                    (matches!(e.verdict, Verdict::Valid(_)), e.valid_until)
+                    (matches!(e.verdict, Verdict::Valid(_)), e.valid_until_ms)
                 }
                 _ => (false, 0),
             };
@@ -160,20 +167,20 @@ pub struct CacheEntry {
     pub fingerprint: u64,
     /// The issuer and token the verdict is about.
     pub token: TokenHash,
-    /// The entry is used only while `now < valid_until`.
-    pub valid_until: u64,
+    /// The entry is used only while `now_ms < valid_until_ms` (unix milliseconds).
+    pub valid_until_ms: u64,
     pub verdict: Verdict,
 }
 
-const ENTRY_VERSION: u8 = 3;
+const ENTRY_VERSION: u8 = 4;
 
 const KIND_VALID: u8 = 0;
 /// The rejections an issuer's answer gives, and so the only ones cached.
 const REJECTIONS: [(u8, Rejection); 4] =
     [(1, Rejection::Inactive), (2, Rejection::Expired), (3, Rejection::NotYetValid), (5, Rejection::WrongIssuer)];
 
-/// Binary layout: version u8, fingerprint u64, token hash [32], valid_until
-/// u64, kind u8 (0 = valid, else the rejection). A valid entry goes on with
+/// Binary layout: version u8, fingerprint u64, token hash [32],
+/// valid_until_ms u64, kind u8 (0 = valid, else the rejection). A valid entry goes on with
 /// exp u64 (0 = none), subject, client id, the audience list, the number of
 /// role lists (u16) and each list, the number of claims (u16) and each claim
 /// as a u8 (0 = absent, 1 = present) and, if present, its string. A string is
@@ -186,7 +193,7 @@ pub fn encode_entry(entry: &CacheEntry) -> Option<Vec<u8>> {
     out.push(ENTRY_VERSION);
     out.extend_from_slice(&entry.fingerprint.to_be_bytes());
     out.extend_from_slice(&entry.token.0);
-    out.extend_from_slice(&entry.valid_until.to_be_bytes());
+    out.extend_from_slice(&entry.valid_until_ms.to_be_bytes());
     let identity = match &entry.verdict {
         Verdict::Invalid(rejection) => {
             out.push(REJECTIONS.iter().find(|(_, r)| r == rejection)?.0);
@@ -241,7 +248,7 @@ pub fn decode_entry(bytes: &[u8]) -> Option<CacheEntry> {
     }
     let fingerprint = u64::from_be_bytes(reader.take()?);
     let token = TokenHash(reader.take()?);
-    let valid_until = u64::from_be_bytes(reader.take()?);
+    let valid_until_ms = u64::from_be_bytes(reader.take()?);
     let [kind] = reader.take::<1>()?;
     let verdict = if kind == KIND_VALID {
         Verdict::Valid(reader.identity()?)
@@ -251,7 +258,7 @@ pub fn decode_entry(bytes: &[u8]) -> Option<CacheEntry> {
     if !reader.0.is_empty() {
         return None;
     }
-    Some(CacheEntry { fingerprint, token, valid_until, verdict })
+    Some(CacheEntry { fingerprint, token, valid_until_ms, verdict })
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -338,6 +345,8 @@ pub(crate) mod tests {
     }
 
     const FP: u64 = 7;
+    /// Unix time 1000 s, in milliseconds (the cache's unit); `exp` values are in seconds.
+    const T0: u64 = 1_000_000;
 
     fn identity(exp: Option<u64>) -> Identity {
         Identity {
@@ -368,7 +377,7 @@ pub(crate) mod tests {
 
     #[test]
     fn entry_round_trips() {
-        let entry = CacheEntry { fingerprint: 9, token: token("t"), valid_until: 42, verdict: valid(Some(50)) };
+        let entry = CacheEntry { fingerprint: 9, token: token("t"), valid_until_ms: 42, verdict: valid(Some(50)) };
         assert_eq!(decode_entry(&encode_entry(&entry).unwrap()), Some(entry.clone()));
         let no_exp = CacheEntry { verdict: valid(None), ..entry.clone() };
         assert_eq!(decode_entry(&encode_entry(&no_exp).unwrap()), Some(no_exp));
@@ -386,14 +395,14 @@ pub(crate) mod tests {
     fn api_level_rejections_are_not_cacheable() {
         for rejection in [Rejection::WrongAudience, Rejection::UntrustedIssuer, Rejection::NoIssuer] {
             let entry =
-                CacheEntry { fingerprint: 9, token: token("t"), valid_until: 42, verdict: Verdict::Invalid(rejection) };
+                CacheEntry { fingerprint: 9, token: token("t"), valid_until_ms: 42, verdict: Verdict::Invalid(rejection) };
             assert_eq!(encode_entry(&entry), None, "{rejection:?}");
         }
     }
 
     #[test]
     fn every_truncation_or_extension_is_refused() {
-        let entry = CacheEntry { fingerprint: 9, token: token("t"), valid_until: 42, verdict: valid(Some(50)) };
+        let entry = CacheEntry { fingerprint: 9, token: token("t"), valid_until_ms: 42, verdict: valid(Some(50)) };
         let bytes = encode_entry(&entry).unwrap();
         for len in 0..bytes.len() {
             assert_eq!(decode_entry(&bytes[..len]), None, "truncated to {len}");
@@ -410,10 +419,10 @@ pub(crate) mod tests {
     fn hit_after_store_and_miss_for_other_tokens() {
         let store = MemoryStore::default();
         let cache = cache(64);
-        assert_eq!(cache.lookup(&store, &token("a"), FP, 1000), None);
-        assert_eq!(cache.store(&store, &token("a"), FP, &valid(Some(5000)), 1000), StoreOutcome::Stored);
-        assert_eq!(cache.lookup(&store, &token("a"), FP, 1001), Some(valid(Some(5000))));
-        assert_eq!(cache.lookup(&store, &token("b"), FP, 1001), None);
+        assert_eq!(cache.lookup(&store, &token("a"), FP, T0), None);
+        assert_eq!(cache.store(&store, &token("a"), FP, &valid(Some(5000)), T0), StoreOutcome::Stored);
+        assert_eq!(cache.lookup(&store, &token("a"), FP, T0 + 1000), Some(valid(Some(5000))));
+        assert_eq!(cache.lookup(&store, &token("b"), FP, T0 + 1000), None);
     }
 
     #[test]
@@ -422,11 +431,11 @@ pub(crate) mod tests {
         let cache = VerdictCache::new(settings(64), "test", vec![FP, FP + 1]);
         let at_a = TokenHash::of("https://a.example", "same-token");
         let at_b = TokenHash::of("https://b.example", "same-token");
-        cache.store(&store, &at_a, FP, &valid(Some(5000)), 1000);
-        assert_eq!(cache.lookup(&store, &at_b, FP, 1001), None);
-        assert_eq!(cache.lookup(&store, &at_b, FP + 1, 1001), None);
+        cache.store(&store, &at_a, FP, &valid(Some(5000)), T0);
+        assert_eq!(cache.lookup(&store, &at_b, FP, T0 + 1000), None);
+        assert_eq!(cache.lookup(&store, &at_b, FP + 1, T0 + 1000), None);
         // And the right key under another issuer's fingerprint does not count either.
-        assert_eq!(cache.lookup(&store, &at_a, FP + 1, 1001), None);
+        assert_eq!(cache.lookup(&store, &at_a, FP + 1, T0 + 1000), None);
     }
 
     #[test]
@@ -434,9 +443,9 @@ pub(crate) mod tests {
         let store = MemoryStore::default();
         let one = VerdictCache::new(settings(64), "one", vec![FP]);
         let two = VerdictCache::new(settings(64), "two", vec![FP]);
-        one.store(&store, &token("t"), FP, &valid(Some(5000)), 1000);
-        assert!(one.lookup(&store, &token("t"), FP, 1001).is_some());
-        assert_eq!(two.lookup(&store, &token("t"), FP, 1001), None);
+        one.store(&store, &token("t"), FP, &valid(Some(5000)), T0);
+        assert!(one.lookup(&store, &token("t"), FP, T0 + 1000).is_some());
+        assert_eq!(two.lookup(&store, &token("t"), FP, T0 + 1000), None);
         assert!(store.0.borrow().keys().all(|key| key.starts_with("oauth_introspection.v3.one.slot.")));
     }
 
@@ -444,40 +453,59 @@ pub(crate) mod tests {
     fn entry_lives_until_min_of_max_ttl_and_exp() {
         let store = MemoryStore::default();
         let cache = cache(64);
-        cache.store(&store, &token("long"), FP, &valid(Some(100_000)), 1000);
-        assert!(cache.lookup(&store, &token("long"), FP, 1299).is_some());
-        assert!(cache.lookup(&store, &token("long"), FP, 1300).is_none());
+        cache.store(&store, &token("long"), FP, &valid(Some(100_000)), T0);
+        assert!(cache.lookup(&store, &token("long"), FP, T0 + 299_999).is_some());
+        assert!(cache.lookup(&store, &token("long"), FP, T0 + 300_000).is_none());
 
-        cache.store(&store, &token("short"), FP, &valid(Some(1010)), 1000);
-        assert!(cache.lookup(&store, &token("short"), FP, 1009).is_some());
-        assert!(cache.lookup(&store, &token("short"), FP, 1010).is_none());
+        cache.store(&store, &token("short"), FP, &valid(Some(1010)), T0);
+        assert!(cache.lookup(&store, &token("short"), FP, 1_009_999).is_some());
+        assert!(cache.lookup(&store, &token("short"), FP, 1_010_000).is_none());
 
-        assert_eq!(cache.store(&store, &token("x"), FP, &valid(Some(1000)), 1000), StoreOutcome::NotCacheable);
+        assert_eq!(cache.store(&store, &token("x"), FP, &valid(Some(1000)), T0), StoreOutcome::NotCacheable);
+    }
+
+    /// Regression: time was counted in whole seconds, so an entry written at
+    /// x.95 s with a 1 s TTL lived 50 ms, and its token cost a second call.
+    #[test]
+    fn an_entry_lives_its_whole_ttl_whenever_in_a_second_it_is_written() {
+        let store = MemoryStore::default();
+        let short = VerdictCache::new(
+            CacheSettings { max_ttl_secs: 1, negative_ttl_secs: 1, ..settings(64) },
+            "test",
+            vec![FP],
+        );
+        let written = T0 + 950;
+        short.store(&store, &token("valid"), FP, &valid(None), written);
+        short.store(&store, &token("inactive"), FP, &Verdict::Invalid(Rejection::Inactive), written);
+        for name in ["valid", "inactive"] {
+            assert!(short.lookup(&store, &token(name), FP, written + 999).is_some(), "{name}");
+            assert!(short.lookup(&store, &token(name), FP, written + 1000).is_none(), "{name}");
+        }
     }
 
     #[test]
     fn invalid_verdicts_live_for_the_negative_ttl() {
         let store = MemoryStore::default();
         let inactive = Verdict::Invalid(Rejection::Inactive);
-        assert_eq!(cache(64).store(&store, &token("revoked"), FP, &inactive, 1000), StoreOutcome::Stored);
-        assert_eq!(cache(64).lookup(&store, &token("revoked"), FP, 1009), Some(inactive.clone()));
-        assert_eq!(cache(64).lookup(&store, &token("revoked"), FP, 1010), None);
+        assert_eq!(cache(64).store(&store, &token("revoked"), FP, &inactive, T0), StoreOutcome::Stored);
+        assert_eq!(cache(64).lookup(&store, &token("revoked"), FP, T0 + 9_999), Some(inactive.clone()));
+        assert_eq!(cache(64).lookup(&store, &token("revoked"), FP, T0 + 10_000), None);
         let off = VerdictCache::new(CacheSettings { negative_ttl_secs: 0, ..settings(64) }, "test", vec![FP]);
-        assert_eq!(off.store(&store, &token("other"), FP, &inactive, 1000), StoreOutcome::NotCacheable);
+        assert_eq!(off.store(&store, &token("other"), FP, &inactive, T0), StoreOutcome::NotCacheable);
     }
 
     #[test]
     fn invalid_verdicts_never_displace_live_valid_ones() {
         let store = MemoryStore::default();
         let cache = cache(1);
-        cache.store(&store, &token("good"), FP, &valid(Some(5000)), 1000);
+        cache.store(&store, &token("good"), FP, &valid(Some(5000)), T0);
         let bad = Verdict::Invalid(Rejection::Inactive);
         for i in 0..100 {
-            assert_eq!(cache.store(&store, &token(&format!("bad-{i}")), FP, &bad, 1000), StoreOutcome::NoRoom);
+            assert_eq!(cache.store(&store, &token(&format!("bad-{i}")), FP, &bad, T0), StoreOutcome::NoRoom);
         }
-        assert_eq!(cache.lookup(&store, &token("good"), FP, 1001), Some(valid(Some(5000))));
+        assert_eq!(cache.lookup(&store, &token("good"), FP, T0 + 1000), Some(valid(Some(5000))));
         // Once the valid entry has ended, the slot is free for anything.
-        assert_eq!(cache.store(&store, &token("bad-0"), FP, &bad, 5000), StoreOutcome::Stored);
+        assert_eq!(cache.store(&store, &token("bad-0"), FP, &bad, 5_000_000), StoreOutcome::Stored);
     }
 
     /// Another issuer's live entry is as live as one's own: a flood of bad
@@ -486,13 +514,13 @@ pub(crate) mod tests {
     fn invalid_verdicts_never_displace_another_issuers_valid_ones() {
         let store = MemoryStore::default();
         let cache = VerdictCache::new(settings(1), "test", vec![FP, FP + 1]);
-        cache.store(&store, &TokenHash::of("https://a.example", "good"), FP, &valid(Some(5000)), 1000);
+        cache.store(&store, &TokenHash::of("https://a.example", "good"), FP, &valid(Some(5000)), T0);
         let bad = Verdict::Invalid(Rejection::Inactive);
         let other = TokenHash::of("https://b.example", "bad");
-        assert_eq!(cache.store(&store, &other, FP + 1, &bad, 1000), StoreOutcome::NoRoom);
+        assert_eq!(cache.store(&store, &other, FP + 1, &bad, T0), StoreOutcome::NoRoom);
         // An entry under a fingerprint no configured issuer has is stale: free.
         let newer = VerdictCache::new(settings(1), "test", vec![FP + 1]);
-        assert_eq!(newer.store(&store, &other, FP + 1, &bad, 1000), StoreOutcome::Stored);
+        assert_eq!(newer.store(&store, &other, FP + 1, &bad, T0), StoreOutcome::Stored);
     }
 
     #[test]
@@ -501,15 +529,15 @@ pub(crate) mod tests {
         let cache = cache(64);
         let mut big = identity(Some(5000));
         big.roles = vec![(0..200).map(|i| format!("role-{i}")).collect()];
-        assert_eq!(cache.store(&store, &token("big"), FP, &Verdict::Valid(big), 1000), StoreOutcome::NotCacheable);
+        assert_eq!(cache.store(&store, &token("big"), FP, &Verdict::Valid(big), T0), StoreOutcome::NotCacheable);
         assert!(store.0.borrow().is_empty());
     }
 
     #[test]
     fn entries_from_another_configuration_are_ignored() {
         let store = MemoryStore::default();
-        cache(64).store(&store, &token("token"), FP, &valid(Some(5000)), 1000);
-        assert_eq!(cache(64).lookup(&store, &token("token"), FP + 1, 1001), None);
+        cache(64).store(&store, &token("token"), FP, &valid(Some(5000)), T0);
+        assert_eq!(cache(64).lookup(&store, &token("token"), FP + 1, T0 + 1000), None);
     }
 
     #[test]
@@ -517,11 +545,11 @@ pub(crate) mod tests {
         let store = MemoryStore::default();
         let cache = cache(16);
         for i in 0..1000 {
-            cache.store(&store, &token(&format!("token-{i}")), FP, &valid(Some(5000)), 1000);
+            cache.store(&store, &token(&format!("token-{i}")), FP, &valid(Some(5000)), T0);
         }
         assert!(store.0.borrow().len() <= 16);
         // The most recent token is always findable: it was just written.
-        assert!(cache.lookup(&store, &token("token-999"), FP, 1001).is_some());
+        assert!(cache.lookup(&store, &token("token-999"), FP, T0 + 1000).is_some());
     }
 
     #[test]
@@ -530,9 +558,9 @@ pub(crate) mod tests {
         let cache = cache(1024);
         let tokens: Vec<TokenHash> = (0..512).map(|i| token(&format!("t{i}"))).collect();
         for (i, token) in tokens.iter().enumerate() {
-            cache.store(&store, token, FP, &valid(Some(5000 + i as u64)), 1000);
+            cache.store(&store, token, FP, &valid(Some(5000 + i as u64)), T0);
         }
-        let hits = tokens.iter().filter(|t| cache.lookup(&store, t, FP, 1001).is_some()).count();
+        let hits = tokens.iter().filter(|t| cache.lookup(&store, t, FP, T0 + 1000).is_some()).count();
         // Direct mapping at load 0.5 keeps about 79% (403); two choices keep ~93%.
         assert!(hits >= 460, "only {hits} of 512 kept");
     }
@@ -553,6 +581,6 @@ pub(crate) mod tests {
         }
         let store = RacingStore(MemoryStore::default());
         store.0.set(&cache(1).slot_key(0), b"seed", None);
-        assert_eq!(cache(1).store(&store, &token("t"), FP, &valid(Some(5000)), 1000), StoreOutcome::Raced);
+        assert_eq!(cache(1).store(&store, &token("t"), FP, &valid(Some(5000)), T0), StoreOutcome::Raced);
     }
 }

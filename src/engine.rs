@@ -168,7 +168,7 @@ impl<H: Host> Engine<H> {
                 continue;
             };
             let hash = issuer.token_hash(check.token());
-            if let Some(verdict) = self.cache.lookup(&self.host, &hash, issuer.fingerprint, now_ms / 1000) {
+            if let Some(verdict) = self.cache.lookup(&self.host, &hash, issuer.fingerprint, now_ms) {
                 self.host.count(Counter::CacheHits);
                 if let Some(decision) = check.record(&self.policy, Ok(&verdict)) {
                     return self.conclude(context_id, decision);
@@ -197,7 +197,7 @@ impl<H: Host> Engine<H> {
                     self.host.set_tick(WAITER_TICK);
                     Waiting::OnLeader { slot, deadline_ms: now_ms.saturating_add(table.wait_limit_ms()) }
                 }
-                Claim::Lead { slot } => match self.dispatch(issuer_id, issuer, check.token(), now_ms / 1000) {
+                Claim::Lead { slot } => match self.dispatch(issuer_id, issuer, check.token(), now_ms) {
                     Ok(call_id) => Waiting::OnCall { call_id, slot },
                     Err(err) => {
                         if let Some(slot) = slot {
@@ -223,17 +223,19 @@ impl<H: Host> Engine<H> {
         check.later().iter().find_map(|&id| {
             let issuer = self.policy.issuer(id)?;
             let hash = issuer.token_hash(check.token());
-            match self.cache.lookup(&self.host, &hash, issuer.fingerprint, now_ms / 1000)? {
+            match self.cache.lookup(&self.host, &hash, issuer.fingerprint, now_ms)? {
                 Verdict::Valid(identity) => check.admitted_by(&self.policy, id, &identity).map(Decision::Admit),
                 Verdict::Invalid(_) => None,
             }
         })
     }
 
-    fn dispatch(&self, id: IssuerId, issuer: &Issuer, token: &str, now: u64) -> Result<u32, IssuerError> {
+    fn dispatch(&self, id: IssuerId, issuer: &Issuer, token: &str, now_ms: u64) -> Result<u32, IssuerError> {
         let client_auth = &issuer.client_auth;
         let signatures_before = client_auth.signatures();
-        let proof = client_auth.proof(now).map_err(|_| IssuerError::Signing)?;
+        // An assertion's `iat` and `exp` are whole seconds; rounding down keeps `iat`
+        // from lying in the future, the direction issuers refuse.
+        let proof = client_auth.proof(now_ms / 1000).map_err(|_| IssuerError::Signing)?;
         if client_auth.signatures() > signatures_before {
             self.host.count(Counter::Signatures);
         }
@@ -277,9 +279,9 @@ impl<H: Host> Engine<H> {
             return;
         };
         // Read the answer while the calling context is still the current one.
-        let outcome = self.read_verdict(issuer, num_headers, body_size, now_ms / 1000);
+        let outcome = self.read_verdict(issuer, num_headers, body_size, now_ms);
         if let Ok(verdict) = &outcome {
-            let stored = self.cache.store(&self.host, &leader.hash, issuer.fingerprint, verdict, now_ms / 1000);
+            let stored = self.cache.store(&self.host, &leader.hash, issuer.fingerprint, verdict, now_ms);
             if stored != StoreOutcome::Stored {
                 debug!("verdict not cached: {stored:?}");
             }
@@ -347,7 +349,7 @@ impl<H: Host> Engine<H> {
                 self.paused.borrow_mut().push(request);
                 continue;
             }
-            let cached = self.cache.lookup(&self.host, &request.hash, issuer.fingerprint, now_ms / 1000);
+            let cached = self.cache.lookup(&self.host, &request.hash, issuer.fingerprint, now_ms);
             let Paused { context_id, check, attempts, .. } = request;
             let outcome = match (state, &cached) {
                 (LeaderState::Failed, _) => Some(Err(Failure::Unavailable)),
@@ -405,7 +407,7 @@ impl<H: Host> Engine<H> {
         issuer: &Issuer,
         num_headers: usize,
         body_size: usize,
-        now: u64,
+        now_ms: u64,
     ) -> Result<Verdict, IssuerError> {
         // A call reset after its headers arrived (a truncated body) comes with
         // no header map at all.
@@ -420,7 +422,7 @@ impl<H: Host> Engine<H> {
         let content_type = header("content-type");
         let body = if body_size == 0 { Vec::new() } else { self.host.call_response_body(body_size) };
         let response = IssuerResponse { status, content_type: content_type.as_deref(), body: &body };
-        introspection::evaluate(response, &issuer.extraction, now)
+        introspection::evaluate(response, &issuer.extraction, now_ms)
     }
 
     /// Carries a decision out on the current request.

@@ -244,8 +244,8 @@ pub struct IssuerResponse<'a> {
     pub body: &'a [u8],
 }
 
-/// Draws the verdict from the issuer's answer at time `now` (unix seconds).
-pub fn evaluate(response: IssuerResponse<'_>, expected: &Extraction, now: u64) -> Result<Verdict, IssuerError> {
+/// Draws the verdict from the issuer's answer at time `now_ms` (unix milliseconds).
+pub fn evaluate(response: IssuerResponse<'_>, expected: &Extraction, now_ms: u64) -> Result<Verdict, IssuerError> {
     let status = response.status.ok_or(IssuerError::NoStatus)?;
     if status != 200 {
         return Err(classify_error_status(status, response.body));
@@ -262,7 +262,7 @@ pub fn evaluate(response: IssuerResponse<'_>, expected: &Extraction, now: u64) -
         Ok(_) | Err(StrictError::Syntax(_)) => return Err(IssuerError::NotJson),
         Err(StrictError::Duplicate { .. }) => return Err(IssuerError::Ambiguous),
     };
-    verdict_from_answer(&answer, expected, now)
+    verdict_from_answer(&answer, expected, now_ms)
 }
 
 fn classify_error_status(status: u16, body: &[u8]) -> IssuerError {
@@ -282,18 +282,20 @@ fn classify_error_status(status: u16, body: &[u8]) -> IssuerError {
     }
 }
 
-fn verdict_from_answer(answer: &Map<String, Value>, expected: &Extraction, now: u64) -> Result<Verdict, IssuerError> {
+fn verdict_from_answer(answer: &Map<String, Value>, expected: &Extraction, now_ms: u64) -> Result<Verdict, IssuerError> {
     match answer.get("active") {
         Some(Value::Bool(true)) => {}
         Some(Value::Bool(false)) => return Ok(Verdict::Invalid(Rejection::Inactive)),
         _ => return Err(IssuerError::BadMember("active")),
     }
+    // `exp` and `nbf` are whole seconds: compared in milliseconds, nothing is rounded.
+    let ms = |secs: u64| secs.saturating_mul(1000);
     let expires_at = optional_timestamp(answer, "exp")?;
-    if expires_at.is_some_and(|exp| exp <= now) {
+    if expires_at.is_some_and(|exp| ms(exp) <= now_ms) {
         return Ok(Verdict::Invalid(Rejection::Expired));
     }
     let not_before = optional_timestamp(answer, "nbf")?;
-    if not_before.is_some_and(|nbf| nbf > now.saturating_add(expected.clock_skew_secs)) {
+    if not_before.is_some_and(|nbf| ms(nbf) > now_ms.saturating_add(ms(expected.clock_skew_secs))) {
         return Ok(Verdict::Invalid(Rejection::NotYetValid));
     }
     if let Some(iss) = optional_string(answer, "iss")? {
@@ -418,6 +420,7 @@ mod tests {
     use serde_json::json;
 
     const NOW: u64 = 1_800_000_000;
+    const NOW_MS: u64 = NOW * 1000;
     const PROJECT: &str = "300000000000000001";
     const ORG_CLAIM: &str = "urn:zitadel:iam:user:resourceowner:id";
 
@@ -461,7 +464,7 @@ mod tests {
         evaluate(
             IssuerResponse { status: Some(200), content_type: Some("application/json; charset=utf-8"), body },
             &expectations(),
-            NOW,
+            NOW_MS,
         )
     }
 
@@ -512,6 +515,23 @@ mod tests {
         );
         assert!(matches!(eval_with(|a| drop(a.insert("nbf".into(), json!(NOW + 10)))), Ok(Verdict::Valid(_))));
         assert_eq!(identity(eval_with(|a| drop(a.remove("exp")))).expires_at, None);
+    }
+
+    /// `exp` and `nbf` keep their meaning to the millisecond: valid until the
+    /// exact second `exp` begins, from the exact second `nbf` minus the skew.
+    #[test]
+    fn time_claims_are_compared_to_the_millisecond() {
+        let at = |now_ms: u64, member: &str, value: u64| {
+            let mut answer = zitadel_answer();
+            answer[member] = json!(value);
+            let body = serde_json::to_vec(&answer).unwrap();
+            let response = IssuerResponse { status: Some(200), content_type: Some("application/json"), body: &body };
+            evaluate(response, &expectations(), now_ms)
+        };
+        assert!(matches!(at(NOW_MS + 999, "exp", NOW + 1), Ok(Verdict::Valid(_))));
+        assert_eq!(at(NOW_MS + 1000, "exp", NOW + 1), Ok(Verdict::Invalid(Rejection::Expired)));
+        assert_eq!(at(NOW_MS - 1, "nbf", NOW + 10), Ok(Verdict::Invalid(Rejection::NotYetValid)));
+        assert!(matches!(at(NOW_MS, "nbf", NOW + 10), Ok(Verdict::Valid(_))));
     }
 
     #[test]
@@ -566,7 +586,7 @@ mod tests {
         let verdict = evaluate(
             IssuerResponse { status: Some(200), content_type: Some("application/json"), body: &body },
             &expected,
-            NOW,
+            NOW_MS,
         );
         assert_eq!(identity(verdict).roles, [vec!["a", "b"], vec!["b", "c"], vec![]]);
     }
@@ -608,7 +628,7 @@ mod tests {
     fn transport_failures_are_issuer_errors() {
         let expected = expectations();
         let answer = |status, content_type, body: &'static [u8]| {
-            evaluate(IssuerResponse { status, content_type, body }, &expected, NOW)
+            evaluate(IssuerResponse { status, content_type, body }, &expected, NOW_MS)
         };
         assert_eq!(answer(Some(503), None, b""), Err(IssuerError::Status(503)));
         assert_eq!(answer(Some(504), None, b"upstream request timeout"), Err(IssuerError::Status(504)));
@@ -625,7 +645,7 @@ mod tests {
     fn envoys_connect_failures_are_told_apart() {
         let expected = expectations();
         let answer = |body: &'static [u8]| {
-            evaluate(IssuerResponse { status: Some(503), content_type: Some("text/plain"), body }, &expected, NOW)
+            evaluate(IssuerResponse { status: Some(503), content_type: Some("text/plain"), body }, &expected, NOW_MS)
         };
         let refused = answer(
             b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure\n\x01",
@@ -643,7 +663,7 @@ mod tests {
             evaluate(
                 IssuerResponse { status: Some(status), content_type: Some("application/json"), body },
                 &expected,
-                NOW,
+                NOW_MS,
             )
         };
         assert_eq!(answer(401, b"{\"error\":\"invalid_client\"}"), Err(IssuerError::ClientRejected(401)));

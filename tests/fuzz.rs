@@ -289,11 +289,12 @@ proptest! {
             0..10),
         now in 0u64..4_000_000_000,
     ) {
+        let now_ms = now * 1000;
         let object: serde_json::Map<String, Value> =
             members.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         let body = serde_json::to_vec(&Value::Object(object.clone())).unwrap_or_default();
         let response = IssuerResponse { status: Some(200), content_type: Some("application/json"), body: &body };
-        if let Ok(Verdict::Valid(identity)) = evaluate(response, &expectations(), now) {
+        if let Ok(Verdict::Valid(identity)) = evaluate(response, &expectations(), now_ms) {
             prop_assert_eq!(object.get("active"), Some(&Value::Bool(true)));
             if let Some(exp) = identity.expires_at {
                 prop_assert!(exp > now);
@@ -380,7 +381,7 @@ proptest! {
         rejection in prop::option::of(prop::sample::select(vec![
             Rejection::Inactive, Rejection::Expired, Rejection::NotYetValid, Rejection::WrongIssuer,
         ])),
-        valid_until in any::<u64>(),
+        valid_until_ms in any::<u64>(),
         fingerprint in any::<u64>(),
         cut in any::<prop::sample::Index>(),
         flip in any::<prop::sample::Index>(),
@@ -389,7 +390,7 @@ proptest! {
         let entry = CacheEntry {
             fingerprint,
             token: TokenHash::of("https://issuer.example", &client_id),
-            valid_until,
+            valid_until_ms,
             verdict: match rejection {
                 Some(rejection) => Verdict::Invalid(rejection),
                 None => Verdict::Valid(Identity { subject, client_id, audiences, roles, claims, expires_at }),
