@@ -197,6 +197,16 @@ impl<H: Host> Engine<H> {
                     self.host.set_tick(WAITER_TICK);
                     Waiting::OnLeader { slot, deadline_ms: now_ms.saturating_add(table.wait_limit_ms()) }
                 }
+                // A request that missed the cache just before another leader stored its
+                // verdict, and won the slot just after that leader released it, finds the
+                // verdict now: it gives the slot back and takes the verdict from the cache
+                // on the next round. One call per token, always.
+                Claim::Lead { slot } if self.cache.lookup(&self.host, &hash, issuer.fingerprint, now_ms).is_some() => {
+                    if let Some(slot) = slot {
+                        table.finish(&self.host, slot, &hash, false, now_ms);
+                    }
+                    continue;
+                }
                 Claim::Lead { slot } => match self.dispatch(issuer_id, issuer, check.token(), now_ms) {
                     Ok(call_id) => Waiting::OnCall { call_id, slot },
                     Err(err) => {
