@@ -135,7 +135,9 @@ impl VerdictCache {
             let (value, cas) = store.get(&self.slot_key(slot));
             let rank = match value.as_deref().and_then(decode_entry) {
                 Some(e)
-                    if e.token != *hash && self.live_fingerprints.contains(&e.fingerprint) && e.valid_until_ms > now_ms =>
+                    if e.token != *hash
+                        && self.live_fingerprints.contains(&e.fingerprint)
+                        && e.valid_until_ms > now_ms =>
                 {
                     (matches!(e.verdict, Verdict::Valid(_)), e.valid_until_ms)
                 }
@@ -176,8 +178,14 @@ const ENTRY_VERSION: u8 = 4;
 
 const KIND_VALID: u8 = 0;
 /// The rejections an issuer's answer gives, and so the only ones cached.
-const REJECTIONS: [(u8, Rejection); 4] =
-    [(1, Rejection::Inactive), (2, Rejection::Expired), (3, Rejection::NotYetValid), (5, Rejection::WrongIssuer)];
+const REJECTIONS: [(u8, Rejection); 6] = [
+    (1, Rejection::Inactive),
+    (2, Rejection::Expired),
+    (3, Rejection::NotYetValid),
+    (5, Rejection::WrongIssuer),
+    (6, Rejection::NotBearerAccessToken),
+    (7, Rejection::SenderConstrained),
+];
 
 /// Binary layout: version u8, fingerprint u64, token hash [32],
 /// valid_until_ms u64, kind u8 (0 = valid, else the rejection). A valid entry goes on with
@@ -394,8 +402,12 @@ pub(crate) mod tests {
     #[test]
     fn api_level_rejections_are_not_cacheable() {
         for rejection in [Rejection::WrongAudience, Rejection::UntrustedIssuer, Rejection::NoIssuer] {
-            let entry =
-                CacheEntry { fingerprint: 9, token: token("t"), valid_until_ms: 42, verdict: Verdict::Invalid(rejection) };
+            let entry = CacheEntry {
+                fingerprint: 9,
+                token: token("t"),
+                valid_until_ms: 42,
+                verdict: Verdict::Invalid(rejection),
+            };
             assert_eq!(encode_entry(&entry), None, "{rejection:?}");
         }
     }

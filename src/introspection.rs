@@ -51,6 +51,13 @@ pub enum Rejection {
     NotYetValid,
     /// `iss` in the answer is not the issuer that was asked.
     WrongIssuer,
+    /// The issuer says it is not a plain bearer access token: a `token_type`
+    /// other than `Bearer` (a refresh token, say) or a `token_use` other than
+    /// `access_token`.
+    NotBearerAccessToken,
+    /// The token is bound to a key (`cnf`: DPoP, RFC 9449, or mutual TLS,
+    /// RFC 8705) and was presented as a plain bearer token.
+    SenderConstrained,
     /// `aud` holds none of the API's audiences.
     WrongAudience,
     /// A JWT whose `iss` is none of the issuers the API trusts (no call is made).
@@ -67,6 +74,8 @@ impl Rejection {
             Rejection::Expired => "token has expired",
             Rejection::NotYetValid => "token is not yet valid",
             Rejection::WrongIssuer => "token is from another issuer",
+            Rejection::NotBearerAccessToken => "token is not a bearer access token",
+            Rejection::SenderConstrained => "token is bound to a key (DPoP or mTLS), which is not supported",
             Rejection::WrongAudience => "token is not meant for this API",
             Rejection::UntrustedIssuer => "token is from an issuer this API does not trust",
             Rejection::NoIssuer => "token does not name its issuer",
@@ -282,7 +291,11 @@ fn classify_error_status(status: u16, body: &[u8]) -> IssuerError {
     }
 }
 
-fn verdict_from_answer(answer: &Map<String, Value>, expected: &Extraction, now_ms: u64) -> Result<Verdict, IssuerError> {
+fn verdict_from_answer(
+    answer: &Map<String, Value>,
+    expected: &Extraction,
+    now_ms: u64,
+) -> Result<Verdict, IssuerError> {
     match answer.get("active") {
         Some(Value::Bool(true)) => {}
         Some(Value::Bool(false)) => return Ok(Verdict::Invalid(Rejection::Inactive)),
@@ -302,6 +315,17 @@ fn verdict_from_answer(answer: &Map<String, Value>, expected: &Extraction, now_m
         if iss != expected.issuer {
             return Ok(Verdict::Invalid(Rejection::WrongIssuer));
         }
+    }
+    // RFC 7662 `token_type` (compared as RFC 6749 section 5.1 says, case-insensitively)
+    // and AWS-style `token_use`: only a bearer access token opens an API.
+    let is_bearer = optional_string(answer, "token_type")?.is_none_or(|t| t.eq_ignore_ascii_case("bearer"));
+    let is_access = optional_string(answer, "token_use")?.is_none_or(|u| u == "access_token");
+    if !is_bearer || !is_access {
+        return Ok(Verdict::Invalid(Rejection::NotBearerAccessToken));
+    }
+    // A bound token's proof of possession is not checked here: refuse it.
+    if answer.get("cnf").is_some_and(|cnf| !cnf.is_null()) {
+        return Ok(Verdict::Invalid(Rejection::SenderConstrained));
     }
     let audiences = known_audiences(answer.get("aud"), &expected.audiences)?;
     Ok(Verdict::Valid(Identity {
@@ -515,6 +539,38 @@ mod tests {
         );
         assert!(matches!(eval_with(|a| drop(a.insert("nbf".into(), json!(NOW + 10)))), Ok(Verdict::Valid(_))));
         assert_eq!(identity(eval_with(|a| drop(a.remove("exp")))).expires_at, None);
+    }
+
+    #[test]
+    fn only_a_plain_bearer_access_token_is_valid() {
+        let with = |member: &str, value: Value| eval_with(|a| drop(a.insert(member.into(), value)));
+        for token_type in ["Bearer", "bearer", "BEARER"] {
+            assert!(matches!(with("token_type", json!(token_type)), Ok(Verdict::Valid(_))), "{token_type}");
+        }
+        assert!(matches!(eval_with(|a| drop(a.remove("token_type"))), Ok(Verdict::Valid(_))));
+        assert!(matches!(with("token_use", json!("access_token")), Ok(Verdict::Valid(_))));
+        assert!(matches!(with("cnf", Value::Null), Ok(Verdict::Valid(_))));
+        for token_type in ["refresh_token", "Refresh", "DPoP", "N_A", "urn:ietf:params:oauth:token-type:id_token", ""] {
+            assert_eq!(
+                with("token_type", json!(token_type)),
+                Ok(Verdict::Invalid(Rejection::NotBearerAccessToken)),
+                "{token_type}"
+            );
+        }
+        for token_use in ["id", "access", "refresh_token", ""] {
+            assert_eq!(
+                with("token_use", json!(token_use)),
+                Ok(Verdict::Invalid(Rejection::NotBearerAccessToken)),
+                "{token_use}"
+            );
+        }
+        for cnf in
+            [json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}), json!({"x5t#S256": "bwcK0e"}), json!({})]
+        {
+            assert_eq!(with("cnf", cnf.clone()), Ok(Verdict::Invalid(Rejection::SenderConstrained)), "{cnf}");
+        }
+        assert_eq!(with("token_type", json!(1)), Err(IssuerError::BadMember("token_type")));
+        assert_eq!(with("token_use", json!(["access_token"])), Err(IssuerError::BadMember("token_use")));
     }
 
     /// `exp` and `nbf` keep their meaning to the millisecond: valid until the

@@ -380,6 +380,7 @@ proptest! {
         expires_at in prop::option::of(1u64..u64::MAX),
         rejection in prop::option::of(prop::sample::select(vec![
             Rejection::Inactive, Rejection::Expired, Rejection::NotYetValid, Rejection::WrongIssuer,
+            Rejection::NotBearerAccessToken, Rejection::SenderConstrained,
         ])),
         valid_until_ms in any::<u64>(),
         fingerprint in any::<u64>(),
