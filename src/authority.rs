@@ -1,15 +1,22 @@
-//! The canonical form of a request's `:authority`, the only form host rules
-//! are matched on.
+//! A request's `:authority` as Envoy's router reads it, the only form host
+//! rules are matched on.
 //!
-//! Hosts are as hostile as paths: `API.example.com.`, `api.example.com:443`
-//! and `api.example.com` name one host, while `user@api.example.com`,
-//! `0x7f.1` or `127.1` mean different things to different parsers (browsers'
-//! URL parsers read the last two as 127.0.0.1). So the filter canonicalizes
-//! what has one meaning and refuses, with 400, what could be read two ways.
+//! The router picks a virtual host by comparing the host, in lower case,
+//! with the domains as written: after the connection manager's
+//! `strip_trailing_host_dot` and `strip_any_host_port` (which strip one dot
+//! and one port, once), `orders.example.com.` or `[0:0::1]` are other hosts
+//! to it than `orders.example.com` or `[::1]`. A filter that folds them onto
+//! one host admits a request under one API's rules that the router serves
+//! from another virtual host. So the filter folds only what the router
+//! folds (letter case) and refuses, with 400, what the router and DNS or
+//! URL parsers read differently: a trailing dot left over, IP addresses not
+//! in their one canonical form, user information (`user@host`), numbers
+//! that URL parsers read as IPv4 (`127.1`, `0x7f.0.0.1`).
 //!
-//! Canonical form: host in lower case without a trailing dot; IPv4 only as
-//! four decimal parts without leading zeros; IPv6 in brackets, compressed as
-//! RFC 5952 writes it; the port, when given, as a number.
+//! A port left in the host is counted by Envoy's router by default and
+//! ignored with `ignore_port_in_host_matching` (and by Istio's `host:*`
+//! domains): rules read a request both ways ([`PortReading`]) and refuse it
+//! when the two pick different rules (see `rules`).
 
 use std::fmt;
 use std::net::Ipv6Addr;
@@ -33,6 +40,14 @@ pub enum HostError {
     /// An IP literal that is not a plain IPv6 address in brackets (zone ids,
     /// IPvFuture, or IPv6 without brackets).
     BadIpLiteral,
+    /// An IPv6 address not written as RFC 5952 writes it (`[0:0::1]` for
+    /// `[::1]`): the router compares it as written.
+    IpNotCanonical,
+    /// A trailing dot Envoy did not strip: DNS reads `a.example.` as
+    /// `a.example`, the router as another host.
+    TrailingDot,
+    /// A port whose counting or ignoring decides which rule applies.
+    PortDecides,
     /// `:authority` came twice.
     Repeated,
 }
@@ -47,6 +62,9 @@ impl fmt::Display for HostError {
             HostError::BadName => "host name is malformed",
             HostError::AmbiguousNumber => "host is a number that is not a plain IPv4 address",
             HostError::BadIpLiteral => "host is an invalid IP literal",
+            HostError::IpNotCanonical => "host is an IPv6 address not in its canonical form",
+            HostError::TrailingDot => "host ends in a dot",
+            HostError::PortDecides => "host has a port, and whether it is counted decides which rule applies",
             HostError::Repeated => "host is given twice",
         })
     }
@@ -55,16 +73,25 @@ impl fmt::Display for HostError {
 /// A canonical authority.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authority {
-    /// Lower case, no trailing dot; `[…]` for IPv6.
+    /// Lower case, no trailing dot; `[…]` for IPv6, compressed as RFC 5952 does.
     pub host: String,
     pub port: Option<u16>,
+}
+
+/// Whether a host's port counts when it is matched, as Envoy's router counts
+/// it by default, or is ignored, as with `ignore_port_in_host_matching`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortReading {
+    Counted,
+    Ignored,
 }
 
 /// Longest host name (RFC 1035) and label.
 const MAX_NAME_LEN: usize = 253;
 const MAX_LABEL_LEN: usize = 63;
 
-/// The canonical form of a request's `:authority` (see the module documentation).
+/// A request's `:authority` as the router reads it, or why it is refused
+/// (see the module documentation).
 pub fn canonical_authority(raw: &[u8]) -> Result<Authority, HostError> {
     if raw.is_empty() {
         return Err(HostError::Empty);
@@ -115,15 +142,23 @@ fn parse_port(port: &str) -> Result<u16, HostError> {
     port.parse::<u16>().map_err(|_| HostError::BadPort)
 }
 
-/// `[…]` without its `[`: a plain IPv6 address, written back compressed.
+/// `[…]` without its `[`: a plain IPv6 address, already as RFC 5952 writes it
+/// (in any letter case).
 fn ipv6_literal(literal: &str) -> Result<String, HostError> {
     let address = literal.strip_suffix(']').ok_or(HostError::BadIpLiteral)?;
     let parsed: Ipv6Addr = address.parse().map_err(|_| HostError::BadIpLiteral)?;
-    Ok(format!("[{parsed}]"))
+    let canonical = parsed.to_string();
+    if !canonical.eq_ignore_ascii_case(address) {
+        return Err(HostError::IpNotCanonical);
+    }
+    Ok(format!("[{canonical}]"))
 }
 
 fn host_name(host: &str) -> Result<String, HostError> {
-    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    if host.len() > 1 && host.ends_with('.') {
+        return Err(HostError::TrailingDot);
+    }
+    let name = host.to_ascii_lowercase();
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(HostError::BadName);
     }
@@ -189,10 +224,11 @@ impl HostPattern {
         }
     }
 
-    /// Whether a canonical authority matches. A pattern without a port matches
-    /// any port (or none); one with a port only that port, written out.
-    pub fn matches(&self, authority: &Authority) -> bool {
-        let port_ok = self.port.is_none() || self.port == authority.port;
+    /// Whether a canonical authority matches. A pattern with a port matches
+    /// that port, written out; without one, a host without a port. With the
+    /// port ignored, the name alone decides.
+    pub fn matches(&self, authority: &Authority, reading: PortReading) -> bool {
+        let port_ok = reading == PortReading::Ignored || self.port == authority.port;
         port_ok
             && match &self.name {
                 NamePattern::Exact(host) => *host == authority.host,
@@ -212,21 +248,31 @@ mod tests {
     }
 
     #[test]
-    fn canonical_authority_folds_case_trailing_dot_and_port() {
+    fn canonical_authority_folds_case_and_reads_the_port() {
         assert_eq!(canonical("API.Example.COM"), Ok(("api.example.com".into(), None)));
-        assert_eq!(canonical("api.example.com."), Ok(("api.example.com".into(), None)));
-        assert_eq!(canonical("api.example.com.:8443"), Ok(("api.example.com".into(), Some(8443))));
+        assert_eq!(canonical("api.example.com:8443"), Ok(("api.example.com".into(), Some(8443))));
         assert_eq!(canonical("localhost:10000"), Ok(("localhost".into(), Some(10000))));
         assert_eq!(canonical("svc_a.internal"), Ok(("svc_a.internal".into(), None)));
         assert_eq!(canonical("127.0.0.1:80"), Ok(("127.0.0.1".into(), Some(80))));
         assert_eq!(canonical("0.0.0.0"), Ok(("0.0.0.0".into(), None)));
     }
 
+    /// The router compares what is left after Envoy's strip options as written.
     #[test]
-    fn canonical_authority_compresses_ipv6() {
+    fn what_the_router_reads_as_another_host_is_refused() {
+        for raw in ["api.example.com.", "api.example.com.:8443", "API.example.COM.", "a."] {
+            assert_eq!(canonical(raw), Err(HostError::TrailingDot), "{raw:?}");
+        }
+        for raw in ["[0:0:0:0:0:0:0:1]", "[0:0::1]:8080", "[2001:db8::0:1]", "[2001:0db8::1]", "[::FFFF:7f00:1]"] {
+            assert_eq!(canonical(raw), Err(HostError::IpNotCanonical), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn canonical_ipv6_is_taken_in_any_case() {
         assert_eq!(canonical("[::1]"), Ok(("[::1]".into(), None)));
-        assert_eq!(canonical("[0:0:0:0:0:0:0:1]:8080"), Ok(("[::1]".into(), Some(8080))));
-        assert_eq!(canonical("[2001:DB8::0:1]"), Ok(("[2001:db8::1]".into(), None)));
+        assert_eq!(canonical("[::1]:8080"), Ok(("[::1]".into(), Some(8080))));
+        assert_eq!(canonical("[2001:DB8::1]"), Ok(("[2001:db8::1]".into(), None)));
         assert_eq!(canonical("[::ffff:127.0.0.1]"), Ok(("[::ffff:127.0.0.1]".into(), None)));
     }
 
@@ -253,7 +299,7 @@ mod tests {
             ("api.example.com:80:80", HostError::BadIpLiteral),
             ("api..example.com", HostError::BadName),
             (".api.example.com", HostError::BadName),
-            ("api.example.com..", HostError::BadName),
+            ("api.example.com..", HostError::TrailingDot),
             (".", HostError::BadName),
             (":80", HostError::BadName),
             ("127.1", HostError::AmbiguousNumber),
@@ -283,34 +329,50 @@ mod tests {
     }
 
     #[test]
-    fn host_pattern_exact_ignores_port_unless_named() {
-        let any_port = HostPattern::parse("API.example.com").unwrap();
+    fn host_pattern_port_counts_as_written_or_not_at_all() {
+        let no_port = HostPattern::parse("API.example.com").unwrap();
         let only_8443 = HostPattern::parse("api.example.com:8443").unwrap();
         let at = |raw: &str| canonical_authority(raw.as_bytes()).unwrap();
-        assert!(any_port.matches(&at("api.example.com")));
-        assert!(any_port.matches(&at("api.example.com.:9999")));
-        assert!(!any_port.matches(&at("other.example.com")));
-        assert!(!any_port.matches(&at("api.example.com.evil")));
-        assert!(only_8443.matches(&at("api.example.com:8443")));
-        assert!(!only_8443.matches(&at("api.example.com")));
-        assert!(!only_8443.matches(&at("api.example.com:443")));
+        let counted = |pattern: &HostPattern, raw: &str| pattern.matches(&at(raw), PortReading::Counted);
+        let ignored = |pattern: &HostPattern, raw: &str| pattern.matches(&at(raw), PortReading::Ignored);
+        assert!(counted(&no_port, "api.example.com"));
+        assert!(!counted(&no_port, "api.example.com:9999"));
+        assert!(ignored(&no_port, "api.example.com:9999"));
+        assert!(!counted(&no_port, "other.example.com") && !ignored(&no_port, "other.example.com:1"));
+        assert!(!ignored(&no_port, "api.example.com.evil"));
+        assert!(counted(&only_8443, "api.example.com:8443") && ignored(&only_8443, "api.example.com:8443"));
+        assert!(!counted(&only_8443, "api.example.com"));
+        assert!(!counted(&only_8443, "api.example.com:443"));
+        assert!(ignored(&only_8443, "api.example.com:443"));
     }
 
     #[test]
     fn host_pattern_wildcard_matches_subdomains_only() {
         let pattern = HostPattern::parse("*.Example.com").unwrap();
         let at = |raw: &str| canonical_authority(raw.as_bytes()).unwrap();
-        assert!(pattern.matches(&at("a.example.com")));
-        assert!(pattern.matches(&at("a.b.example.com:80")));
-        assert!(!pattern.matches(&at("example.com")));
-        assert!(!pattern.matches(&at("aexample.com")));
-        assert!(!pattern.matches(&at("example.com.evil")));
+        assert!(pattern.matches(&at("a.example.com"), PortReading::Counted));
+        assert!(pattern.matches(&at("a.b.example.com:80"), PortReading::Ignored));
+        assert!(!pattern.matches(&at("example.com"), PortReading::Counted));
+        assert!(!pattern.matches(&at("aexample.com"), PortReading::Counted));
+        assert!(!pattern.matches(&at("example.com.evil"), PortReading::Counted));
     }
 
     #[test]
     fn host_pattern_refuses_what_could_never_match() {
-        for bad in ["", "*", "*.", "*.*.example.com", "a.*.example.com", "*.[::1]", "*.127.0.0.1", "user@host", "127.1"]
-        {
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "*.*.example.com",
+            "a.*.example.com",
+            "*.[::1]",
+            "*.127.0.0.1",
+            "user@host",
+            "127.1",
+            "api.example.com.",
+            "*.example.com.",
+            "[0::1]",
+        ] {
             assert!(HostPattern::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -15,7 +15,7 @@ use crate::client_auth::ClientAuth;
 use crate::config::{ConfigError, EnvLookup, RawAccess, RawApi, RawCache, RawConfig, RawIssuer, RawRule};
 use crate::headers;
 use crate::introspection::Extraction;
-use crate::path::canonical_path;
+use crate::path::read_path;
 use crate::policy::{Api, ApiId, Endpoint, IdentityHeaders, Issuer, IssuerId, Policy, TrustedIssuer};
 use crate::rules::{is_role_name, Access, PathPattern, Rule, Rules, Target};
 
@@ -337,10 +337,18 @@ fn compile_rules(
                 )
             })?),
         };
+        let virtual_host = route_name(rule.virtual_host, &field("virtual_host"))?;
+        let route = route_name(rule.route, &field("route"))?;
         let path = match (rule.path, rule.prefix) {
             (Some(path), None) => PathPattern::Exact(check_rule_path(path, &field("path"))?),
             (None, Some(prefix)) => PathPattern::Prefix(check_rule_path(prefix, &field("prefix"))?),
-            _ => return Err(ConfigError::new(field("path"), "give exactly one of path (exact match) or prefix")),
+            (None, None) if virtual_host.is_some() || route.is_some() => PathPattern::Any,
+            _ => {
+                return Err(ConfigError::new(
+                    field("path"),
+                    "give exactly one of path (exact match) or prefix (or neither, with virtual_host or route)",
+                ))
+            }
         };
         let methods = match rule.methods {
             None => None,
@@ -392,7 +400,7 @@ fn compile_rules(
                 return Err(ConfigError::new(field("api"), "must name the API this rule protects (one of apis)"))
             }
         };
-        rules.push(Rule { host, path, methods, target });
+        rules.push(Rule { host, path, methods, virtual_host, route, target });
     }
     let unmatched =
         match (unmatched.unwrap_or(RawAccess::Deny), default_api) {
@@ -408,17 +416,29 @@ fn compile_rules(
                 return Err(ConfigError::new("unmatched", "must be \"deny\", \"authenticated\" or \"public\""));
             }
         };
-    Ok(Rules { rules, unmatched })
+    Ok(Rules::new(rules, unmatched))
 }
 
-/// Rules are matched against canonical request paths, so a rule path that is
-/// not canonical itself (`/a//b`, `/a/../b`, `/%61`) could never match.
+/// A rule's `virtual_host` or `route`: an Envoy name, compared exactly.
+fn route_name(name: Option<String>, field: &str) -> Result<Option<String>, ConfigError> {
+    match name {
+        Some(name) if name.is_empty() || name.bytes().any(|b| b.is_ascii_control()) => {
+            Err(ConfigError::new(field, "must be the name Envoy's route configuration gives it"))
+        }
+        name => Ok(name),
+    }
+}
+
+/// Rules are matched against the readings of request paths (see `path`), so a
+/// rule path must be one of them: a path read one way only, without `//`, `.`
+/// or `..` segments, path parameters or percent-encoded unreserved characters.
 fn check_rule_path(path: String, field: &str) -> Result<String, ConfigError> {
-    if path.contains('?') || canonical_path(path.as_bytes()).as_deref() != Ok(path.as_str()) {
+    let read_once = read_path(path.as_bytes()).is_ok_and(|readings| readings.spellings() == [path.as_str()]);
+    if path.contains(['?', ';']) || !read_once {
         return Err(ConfigError::new(
             field,
-            "must be a canonical absolute path: starting with '/', no query, no '//', '.' or '..' segments, \
-             no percent-encoded unreserved characters",
+            "must be a canonical absolute path: starting with '/', no query, no ';' parameters, no '//', '.' or \
+             '..' segments, no percent-encoded unreserved characters",
         ));
     }
     Ok(path)

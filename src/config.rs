@@ -244,6 +244,12 @@ pub(crate) struct RawRule {
     pub roles: Option<Vec<String>>,
     #[serde(default)]
     pub api: Option<String>,
+    /// Envoy's name for the virtual host its router picked.
+    #[serde(default)]
+    pub virtual_host: Option<String>,
+    /// Envoy's name for the route its router picked.
+    #[serde(default)]
+    pub route: Option<String>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]

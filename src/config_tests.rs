@@ -7,7 +7,7 @@ use super::*;
 use crate::client_auth::tests::test_key_pem;
 use crate::client_auth::ClientAuth;
 use crate::policy::{ApiId, Endpoint, IssuerId, Policy};
-use crate::rules::{Access, Target};
+use crate::rules::{Access, PathPattern, Target};
 use serde_json::{json, Value};
 
 fn no_env(_: &str) -> Option<String> {
@@ -100,13 +100,13 @@ fn shorthand_is_one_issuer_and_one_api_with_documented_defaults() {
     assert_eq!(policy.cache.slots, 8192);
     assert_eq!(policy.cache.max_ttl_secs, 300);
     assert_eq!(policy.cache.negative_ttl_secs, 10);
-    assert_eq!(policy.rules.unmatched, None);
-    assert_eq!(policy.rules.rules[3].methods, Some(vec!["GET".to_string()]));
+    assert_eq!(policy.rules.unmatched(), None);
+    assert_eq!(policy.rules.rules()[3].methods, Some(vec!["GET".to_string()]));
     assert_eq!(
-        policy.rules.rules[2].target,
+        policy.rules.rules()[2].target,
         Target::Api { api: ApiId(0), access: Access::AnyRole(vec!["read:messages".into()]) }
     );
-    assert_eq!(policy.rules.rules[0].target, Target::Public);
+    assert_eq!(policy.rules.rules()[0].target, Target::Public);
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn shorthand_unmatched_authenticated_protects_the_one_api() {
     let mut config = valid();
     config["unmatched"] = json!("authenticated");
     let policy = parse_value(&config).unwrap();
-    assert_eq!(policy.rules.unmatched, Some(Target::Api { api: ApiId(0), access: Access::Authenticated }));
+    assert_eq!(policy.rules.unmatched(), Some(&Target::Api { api: ApiId(0), access: Access::Authenticated }));
 }
 
 #[test]
@@ -164,8 +164,8 @@ fn full_form_resolves_every_name() {
     );
     assert_eq!(policy.apis[0].foreign_headers, ["x-auth-org", "x-partner-user"]);
     assert_eq!(policy.apis[2].foreign_headers, ["x-auth-subject", "x-auth-org"]);
-    assert_eq!(policy.rules.rules[1].target, Target::Public);
-    assert_eq!(policy.rules.rules[3].target, Target::Api { api: ApiId(2), access: Access::Authenticated });
+    assert_eq!(policy.rules.rules()[1].target, Target::Public);
+    assert_eq!(policy.rules.rules()[3].target, Target::Api { api: ApiId(2), access: Access::Authenticated });
 }
 
 /// One ZITADEL instance, introspected with each project's own API app.
@@ -327,6 +327,11 @@ fn invalid_shorthand_configs_name_the_field() {
         ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/api//public"))),
         ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/api/../public"))),
         ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/%61pi"))),
+        ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/api;v=1"))),
+        ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/api/./x"))),
+        ("rules[0].virtual_host", Box::new(|c| c["rules"][0]["virtual_host"] = json!(""))),
+        ("rules[0].route", Box::new(|c| c["rules"][0]["route"] = json!("admin\n"))),
+        ("rules[0].route", Box::new(|c| c["rules"][0]["route"] = json!(7))),
         ("rules[0].path", Box::new(|c| c["rules"][0]["path"] = json!("/pub lic"))),
         ("rules[2].roles", Box::new(|c| c["rules"][2]["roles"] = json!([]))),
         ("rules[2].roles", Box::new(|c| c["rules"][2]["roles"] = json!(["read messages"]))),
@@ -435,6 +440,8 @@ fn invalid_gateway_configs_name_the_field() {
         ("rules[0].host", Box::new(|c| c["rules"][0]["host"] = json!("orders.*.com"))),
         ("rules[0].host", Box::new(|c| c["rules"][0]["host"] = json!(""))),
         ("rules[0].host", Box::new(|c| c["rules"][0]["host"] = json!(["a.example"]))),
+        ("rules[0].host", Box::new(|c| c["rules"][0]["host"] = json!("orders.example.com."))),
+        ("rules[0].host", Box::new(|c| c["rules"][0]["host"] = json!("[0:0::1]"))),
     ];
     for (field, break_it) in cases {
         let mut config = gateway();
@@ -448,6 +455,21 @@ fn invalid_gateway_configs_name_the_field() {
             }
         }
     }
+}
+
+#[test]
+fn rules_may_name_envoys_virtual_host_and_route_instead_of_a_path() {
+    let mut config = gateway();
+    config["rules"][0] = json!({"virtual_host": "orders", "route": "health", "access": "public"});
+    config["rules"][1] =
+        json!({"virtual_host": "orders", "prefix": "/admin", "api": "orders", "access": "authenticated"});
+    let policy = parse_value(&config).unwrap();
+    let rules = policy.rules.rules();
+    assert_eq!((rules[0].virtual_host.as_deref(), rules[0].route.as_deref()), (Some("orders"), Some("health")));
+    assert_eq!(rules[0].path, PathPattern::Any);
+    assert_eq!(rules[1].path, PathPattern::Prefix("/admin".into()));
+    assert!(policy.rules.binds_to_routes());
+    assert!(!parse_value(&gateway()).unwrap().rules.binds_to_routes());
 }
 
 #[test]

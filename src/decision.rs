@@ -13,12 +13,12 @@
 
 use crate::authority::{canonical_authority, HostError};
 use crate::introspection::{Identity, Rejection, Verdict};
-use crate::path::{canonical_path, PathError};
+use crate::path::{read_path, PathError};
 use crate::policy::{ApiId, IssuerId, Policy};
 use crate::request::Repeated;
 pub use crate::request::Request;
 use crate::response::Denial;
-use crate::rules::{Access, Target};
+use crate::rules::{Access, Disagreement, Query, Target};
 use crate::token::{bearer_token, token_shape, TokenError, TokenShape};
 
 /// What to do with a request before any verdict.
@@ -44,16 +44,24 @@ pub fn start(policy: &Policy, request: &Request<'_>) -> Start {
         Ok(authority) => authority,
         Err(err) => return Start::Deny(Denial::BadHost(err)),
     };
-    let path = match canonical_path(request.path) {
+    let path = match read_path(request.path) {
         Ok(path) => path,
         Err(err) => return Start::Deny(Denial::BadPath(err)),
     };
-    // A method that is not UTF-8 matches no rule that names methods.
-    let method = std::str::from_utf8(request.method).unwrap_or_default();
-    let (api_id, access) = match policy.rules.target_for(&authority, method, &path) {
-        None => return Start::Deny(Denial::NoRule),
-        Some(Target::Public) => return Start::Public,
-        Some(Target::Api { api, access }) => (*api, access),
+    // A method, virtual host or route name that is not UTF-8 matches no rule that names one.
+    let query = Query {
+        authority: &authority,
+        method: std::str::from_utf8(request.method).unwrap_or_default(),
+        path: &path,
+        virtual_host: request.virtual_host.and_then(|name| std::str::from_utf8(name).ok()),
+        route: request.route.and_then(|name| std::str::from_utf8(name).ok()),
+    };
+    let (api_id, access) = match policy.rules.target_for(&query) {
+        Err(Disagreement::Port) => return Start::Deny(Denial::BadHost(HostError::PortDecides)),
+        Err(Disagreement::Path) => return Start::Deny(Denial::BadPath(PathError::ReadDifferently)),
+        Ok(None) => return Start::Deny(Denial::NoRule),
+        Ok(Some(Target::Public)) => return Start::Public,
+        Ok(Some(Target::Api { api, access })) => (*api, access),
     };
     let Some(api) = policy.api(api_id) else {
         return Start::Deny(Denial::IssuerUnavailable);

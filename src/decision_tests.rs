@@ -17,8 +17,12 @@ pub(crate) const ORG_CLAIM: &str = "urn:zitadel:iam:user:resourceowner:id";
 /// the main instance, `partners` (300), which trusts the partner's instance
 /// first and the main one second.
 pub(crate) fn gateway() -> Policy {
+    config::parse(gateway_config().to_string().as_bytes(), &|_| None).expect("the gateway configuration compiles")
+}
+
+fn gateway_config() -> serde_json::Value {
     let basic = |id: &str| json!({"method": "client_secret_basic", "client_id": id, "client_secret": "s3cret"});
-    let config = json!({
+    json!({
         "issuers": {
             "main": {"issuer": MAIN, "introspection": {"cluster": "main", "max_in_flight": 2}, "client_auth": basic("api@main")},
             "partner": {"issuer": PARTNER, "introspection": {"cluster": "partner"}, "client_auth": basic("api@partner")}
@@ -36,8 +40,7 @@ pub(crate) fn gateway() -> Policy {
             {"host": "*.partners.example.com", "prefix": "/", "api": "partners", "access": "authenticated"}
         ],
         "cache": {"slots": 64}
-    });
-    config::parse(config.to_string().as_bytes(), &|_| None).expect("the gateway configuration compiles")
+    })
 }
 
 pub(crate) const ORDERS: ApiId = ApiId(1);
@@ -124,10 +127,50 @@ fn start_refuses_bad_hosts_and_paths_first() {
     );
 }
 
+/// What the router and the framework read differently is refused, never guessed.
+#[test]
+fn start_refuses_what_readers_read_differently() {
+    let policy = gateway();
+    let refused = |host: &str, path: &str| denial(start(&policy, &request(host, path, None)));
+    assert_eq!(refused("billing.example.com", "/x/../health"), Denial::BadPath(PathError::DotSegment));
+    assert_eq!(refused("billing.example.com", "//health"), Denial::BadPath(PathError::LeadingDoubleSlash));
+    // `/health;x`: `/health` (public) to Tomcat, billing's own route to Express.
+    assert_eq!(refused("billing.example.com", "/health;x"), Denial::BadPath(PathError::ReadDifferently));
+    assert_eq!(refused("billing.example.com", "/HEALTH"), Denial::BadPath(PathError::ReadDifferently));
+    // A port Envoy left: counted, no host rule; ignored, orders'.
+    assert_eq!(refused("orders.example.com:8080", "/x"), Denial::BadHost(HostError::PortDecides));
+    assert_eq!(refused("[0:0::1]", "/x"), Denial::BadHost(HostError::IpNotCanonical));
+}
+
+/// Rules bound to Envoy's virtual host read its name from the request.
+#[test]
+fn start_reads_the_virtual_host_envoy_picked() {
+    let mut config = gateway_config();
+    config["rules"] = json!([
+        {"virtual_host": "orders", "api": "orders", "access": "authenticated"},
+        {"virtual_host": "public", "access": "public"}
+    ]);
+    let policy = config::parse(config.to_string().as_bytes(), &|_| None).unwrap();
+    let routed = |virtual_host: Option<&'static str>| {
+        let request =
+            Request { virtual_host: virtual_host.map(str::as_bytes), ..request("anything.example", "/x;y", None) };
+        start(&policy, &request)
+    };
+    assert_eq!(denial(routed(Some("orders"))), Denial::MissingToken);
+    assert!(matches!(routed(Some("public")), Start::Public));
+    assert_eq!(denial(routed(None)), Denial::NoRule);
+    assert_eq!(denial(routed(Some("Orders"))), Denial::NoRule);
+}
+
 #[test]
 fn start_matches_host_then_path() {
     let policy = gateway();
-    assert!(matches!(start(&policy, &request("BILLING.example.com.", "/health", None)), Start::Public));
+    assert!(matches!(start(&policy, &request("BILLING.example.com", "/health", None)), Start::Public));
+    // A dot Envoy did not strip: another host to its router.
+    assert_eq!(
+        denial(start(&policy, &request("billing.example.com.", "/health", None))),
+        Denial::BadHost(HostError::TrailingDot)
+    );
     assert_eq!(denial(start(&policy, &request("billing.example.com", "/other", None))), Denial::MissingToken);
     assert_eq!(denial(start(&policy, &request("shipping.example.com", "/health", None))), Denial::NoRule);
     assert_eq!(denial(start(&policy, &request("partners.example.com", "/x", None))), Denial::NoRule);

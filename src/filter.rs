@@ -106,7 +106,14 @@ impl HttpContext for RequestFilter {
         let block = request_header_block();
         // A block that does not parse yields no headers: no host, so 400.
         let pairs = header_pairs(&block).unwrap_or_default();
-        let request = Request::from_pairs(&pairs);
+        // Which virtual host and route Envoy's router picked, only when a rule asks:
+        // two host calls that other configurations need not pay for.
+        let binds = self.engine.policy().rules.binds_to_routes();
+        let property = |path: Vec<&str>| binds.then(|| hostcalls::get_property(path).ok().flatten()).flatten();
+        let virtual_host = property(vec!["xds", "virtual_host_name"]);
+        let route = property(vec!["xds", "route_name"]);
+        let request =
+            Request { virtual_host: virtual_host.as_deref(), route: route.as_deref(), ..Request::from_pairs(&pairs) };
         match self.engine.on_request_headers(self.context_id, &request) {
             Flow::Continue => Action::Continue,
             Flow::Pause => Action::Pause,

@@ -15,6 +15,10 @@ pub struct Request<'a> {
     pub authority: &'a [u8],
     pub path: &'a [u8],
     pub authorization: Option<&'a [u8]>,
+    /// The names of the virtual host and route Envoy's router picked, when the
+    /// rules ask for them (read from Envoy's `xds.*` properties by the glue).
+    pub virtual_host: Option<&'a [u8]>,
+    pub route: Option<&'a [u8]>,
     /// The first of these headers that appears more than once, if any.
     pub repeated: Option<Repeated>,
     /// Every header name, as sent (lower case, as Envoy keeps them).

@@ -1,7 +1,15 @@
-//! Route rules: an ordered list; the first rule whose host, method and path
-//! match decides what a request needs, and which API's policy applies.
+//! Route rules: an ordered list; the first rule whose host, method, path and
+//! (optionally) Envoy virtual host and route match decides what a request
+//! needs, and which API's policy applies.
+//!
+//! A request is looked up under every reading the servers after the filter
+//! may give it (see `path` and `authority`): a host's port counted or
+//! ignored, each spelling of the path, letters with and without case, `HEAD`
+//! as itself and as the `GET` most frameworks serve it with. It gets a target
+//! only when every reading picks the same one.
 
-use crate::authority::{Authority, HostPattern};
+use crate::authority::{Authority, HostPattern, PortReading};
+use crate::path::PathReadings;
 use crate::policy::ApiId;
 
 /// What a matched rule asks of a request.
@@ -24,6 +32,8 @@ pub enum Access {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathPattern {
+    /// Every path.
+    Any,
     /// The path equals this string, or this string and a trailing `/`
     /// (most frameworks route `/x/` to `/x`, so both need the same rule).
     Exact(String),
@@ -33,14 +43,36 @@ pub enum PathPattern {
     Prefix(String),
 }
 
+/// Whether letters are compared with their case, or as a server that ignores it would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Case {
+    Sensitive,
+    Ignored,
+}
+
 impl PathPattern {
-    fn matches(&self, path: &str) -> bool {
+    fn matches(&self, path: &str, case: Case) -> bool {
+        let same = |a: &str, b: &str| match case {
+            Case::Sensitive => a == b,
+            Case::Ignored => a.eq_ignore_ascii_case(b),
+        };
         match self {
-            PathPattern::Exact(exact) => path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path) == exact,
-            PathPattern::Prefix(prefix) => match path.strip_prefix(prefix.as_str()) {
-                None => false,
-                Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+            PathPattern::Any => true,
+            PathPattern::Exact(exact) => same(path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path), exact),
+            PathPattern::Prefix(prefix) => match path.get(..prefix.len()) {
+                Some(head) if same(head, prefix) => {
+                    let rest = path.get(prefix.len()..).unwrap_or_default();
+                    prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/')
+                }
+                _ => false,
             },
+        }
+    }
+
+    fn has_upper(&self) -> bool {
+        match self {
+            PathPattern::Any => false,
+            PathPattern::Exact(path) | PathPattern::Prefix(path) => path.bytes().any(|b| b.is_ascii_uppercase()),
         }
     }
 }
@@ -52,37 +84,129 @@ pub struct Rule {
     pub path: PathPattern,
     /// Upper-case method names; `None` matches every method.
     pub methods: Option<Vec<String>>,
+    /// The name of the Envoy virtual host that must have been picked; `None`: any.
+    pub virtual_host: Option<String>,
+    /// The name of the Envoy route that must have been picked; `None`: any.
+    pub route: Option<String>,
     pub target: Target,
 }
 
+/// The request as rules read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    /// Canonical (see `authority`).
+    pub authority: &'a Authority,
+    pub method: &'a str,
+    pub path: &'a PathReadings,
+    /// The names of the virtual host and route Envoy's router picked, if known.
+    pub virtual_host: Option<&'a str>,
+    pub route: Option<&'a str>,
+}
+
+/// One way of reading the request.
+#[derive(Debug, Clone, Copy)]
+struct Reading<'a> {
+    port: PortReading,
+    method: &'a str,
+    path: &'a str,
+    case: Case,
+}
+
 impl Rule {
-    fn matches(&self, authority: &Authority, method: &str, path: &str) -> bool {
+    fn matches(&self, query: &Query<'_>, reading: &Reading<'_>) -> bool {
         // Methods are case-sensitive (RFC 9110 section 9.1): `get` is not `GET`.
-        let method_ok = match &self.methods {
-            None => true,
-            Some(methods) => methods.iter().any(|m| m == method),
-        };
-        let host_ok = self.host.as_ref().is_none_or(|host| host.matches(authority));
-        method_ok && host_ok && self.path.matches(path)
+        let method_ok = self.methods.as_ref().is_none_or(|methods| methods.iter().any(|m| m == reading.method));
+        let host_ok = self.host.as_ref().is_none_or(|host| host.matches(query.authority, reading.port));
+        let named = |wanted: &Option<String>, picked: Option<&str>| wanted.as_deref().is_none_or(|w| Some(w) == picked);
+        method_ok
+            && host_ok
+            && named(&self.virtual_host, query.virtual_host)
+            && named(&self.route, query.route)
+            && self.path.matches(reading.path, reading.case)
     }
+}
+
+/// Why a request has no one target: its readings pick different rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disagreement {
+    /// Counting the host's port or ignoring it, as Envoy may, picks another rule.
+    Port,
+    /// Another reading of the path (or of its case, or of `HEAD`) picks another rule.
+    Path,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
-    pub rules: Vec<Rule>,
+    rules: Vec<Rule>,
     /// What a request no rule matches needs; `None` denies it.
-    pub unmatched: Option<Target>,
+    unmatched: Option<Target>,
+    /// Whether a rule's path has upper-case letters (then every request is
+    /// also read ignoring case).
+    upper_case_paths: bool,
+    /// Whether a rule names a virtual host or route.
+    binds_to_routes: bool,
 }
 
 impl Rules {
-    /// What a request needs, or `None` when it must be denied outright.
-    /// `authority` and `path` are canonical (see `authority` and `path`).
-    pub fn target_for(&self, authority: &Authority, method: &str, path: &str) -> Option<&Target> {
-        self.rules
-            .iter()
-            .find(|rule| rule.matches(authority, method, path))
-            .map(|rule| &rule.target)
-            .or(self.unmatched.as_ref())
+    pub fn new(rules: Vec<Rule>, unmatched: Option<Target>) -> Self {
+        let upper_case_paths = rules.iter().any(|rule| rule.path.has_upper());
+        let binds_to_routes = rules.iter().any(|rule| rule.virtual_host.is_some() || rule.route.is_some());
+        Rules { rules, unmatched, upper_case_paths, binds_to_routes }
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn unmatched(&self) -> Option<&Target> {
+        self.unmatched.as_ref()
+    }
+
+    /// Whether a rule names a virtual host or route, so that the request's
+    /// must be read from Envoy.
+    pub fn binds_to_routes(&self) -> bool {
+        self.binds_to_routes
+    }
+
+    /// What a request needs: `Ok(None)` when it must be denied outright, an
+    /// error when its readings disagree.
+    pub fn target_for(&self, query: &Query<'_>) -> Result<Option<&Target>, Disagreement> {
+        let ports: &[PortReading] = match query.authority.port {
+            Some(_) => &[PortReading::Counted, PortReading::Ignored],
+            None => &[PortReading::Counted],
+        };
+        let cases: &[Case] = if query.path.has_upper() || self.upper_case_paths {
+            &[Case::Sensitive, Case::Ignored]
+        } else {
+            &[Case::Sensitive]
+        };
+        // Express, Flask, Starlette, Spring... serve HEAD with the GET handler.
+        let methods: &[&str] = if query.method == "HEAD" { &["HEAD", "GET"] } else { &[query.method] };
+        let mut agreed: Option<(Option<&Target>, Reading<'_>)> = None;
+        for &port in ports {
+            for &method in methods {
+                for path in query.path.spellings() {
+                    for &case in cases {
+                        let reading = Reading { port, method, path, case };
+                        let target = self.lookup(query, &reading);
+                        match &agreed {
+                            None => agreed = Some((target, reading)),
+                            Some((first, _)) if *first == target => {}
+                            Some((_, first)) => {
+                                let only_port = method == first.method && path == first.path && case == first.case;
+                                return Err(if only_port { Disagreement::Port } else { Disagreement::Path });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // No reading at all cannot happen (a path has at least one spelling); it denies.
+        Ok(agreed.and_then(|(target, _)| target))
+    }
+
+    fn lookup(&self, query: &Query<'_>, reading: &Reading<'_>) -> Option<&Target> {
+        self.rules.iter().find(|rule| rule.matches(query, reading)).map(|rule| &rule.target).or(self.unmatched.as_ref())
     }
 }
 
@@ -98,12 +222,13 @@ pub fn is_role_name(role: &str) -> bool {
 mod tests {
     use super::*;
     use crate::authority::canonical_authority;
+    use crate::path::read_path;
 
     const API: ApiId = ApiId(0);
     const OTHER: ApiId = ApiId(1);
 
     fn rule(path: PathPattern, target: Target) -> Rule {
-        Rule { host: None, path, methods: None, target }
+        Rule { host: None, path, methods: None, virtual_host: None, route: None, target }
     }
 
     fn api(access: Access) -> Target {
@@ -115,24 +240,30 @@ mod tests {
     }
 
     fn demo_rules() -> Rules {
-        Rules {
-            rules: vec![
+        Rules::new(
+            vec![
                 rule(PathPattern::Exact("/public".into()), Target::Public),
                 rule(PathPattern::Prefix("/api/public".into()), Target::Public),
                 rule(PathPattern::Exact("/api/private-scoped".into()), scoped()),
                 Rule {
-                    host: None,
-                    path: PathPattern::Prefix("/api/".into()),
                     methods: Some(vec!["GET".into(), "POST".into()]),
-                    target: api(Access::Authenticated),
+                    ..rule(PathPattern::Prefix("/api/".into()), api(Access::Authenticated))
                 },
             ],
-            unmatched: None,
-        }
+            None,
+        )
+    }
+
+    /// What a request needs, on `host`: `Err` when its readings disagree.
+    fn at<'a>(rules: &'a Rules, host: &str, method: &str, path: &str) -> Result<Option<&'a Target>, Disagreement> {
+        let authority = canonical_authority(host.as_bytes()).unwrap();
+        let path = read_path(path.as_bytes()).unwrap();
+        let query = Query { authority: &authority, method, path: &path, virtual_host: None, route: None };
+        rules.target_for(&query)
     }
 
     fn target<'a>(rules: &'a Rules, method: &str, path: &str) -> Option<&'a Target> {
-        rules.target_for(&canonical_authority(b"api.example.com").unwrap(), method, path)
+        at(rules, "api.example.com", method, path).unwrap()
     }
 
     #[test]
@@ -174,11 +305,72 @@ mod tests {
         assert_eq!(target(&rules, "DELETE", "/api/x"), None);
     }
 
+    /// Frameworks serve HEAD with the GET handler: HEAD is read both ways.
+    #[test]
+    fn head_is_also_read_as_get() {
+        let rules = Rules::new(
+            vec![
+                Rule { methods: Some(vec!["GET".into()]), ..rule(PathPattern::Prefix("/admin".into()), scoped()) },
+                rule(PathPattern::Prefix("/".into()), Target::Public),
+            ],
+            None,
+        );
+        assert_eq!(at(&rules, "a.example", "HEAD", "/admin"), Err(Disagreement::Path));
+        assert_eq!(at(&rules, "a.example", "HEAD", "/x"), Ok(Some(&Target::Public)));
+        // The demo's GET and POST rule: HEAD is no rule's, its GET reading the API's.
+        assert_eq!(at(&demo_rules(), "a.example", "HEAD", "/api/x"), Err(Disagreement::Path));
+    }
+
+    /// `/admin;x` is `/admin` to Tomcat and Spring, another path to Express.
+    #[test]
+    fn path_parameters_that_change_the_rule_are_refused() {
+        let rules = Rules::new(
+            vec![
+                rule(PathPattern::Exact("/admin".into()), scoped()),
+                rule(PathPattern::Prefix("/".into()), api(Access::Authenticated)),
+            ],
+            None,
+        );
+        assert_eq!(at(&rules, "a.example", "GET", "/admin;x"), Err(Disagreement::Path));
+        assert_eq!(at(&rules, "a.example", "GET", "/other;jsessionid=1"), Ok(Some(&api(Access::Authenticated))));
+        // Under a prefix both readings keep, parameters are harmless.
+        assert_eq!(target(&demo_rules(), "GET", "/api/x;v=1/y"), Some(&api(Access::Authenticated)));
+    }
+
+    #[test]
+    fn empty_segments_and_escapes_that_change_the_rule_are_refused() {
+        let rules = demo_rules();
+        assert_eq!(at(&rules, "a.example", "GET", "/api//private-scoped"), Err(Disagreement::Path));
+        assert_eq!(at(&rules, "a.example", "GET", "/api/private-scope%64"), Err(Disagreement::Path));
+        assert_eq!(target(&rules, "GET", "/api/x//y"), Some(&api(Access::Authenticated)));
+        assert_eq!(target(&rules, "GET", "/api/x%79"), Some(&api(Access::Authenticated)));
+    }
+
+    /// Express ignores case by default: `/API/PRIVATE-SCOPED` is its scoped route.
+    #[test]
+    fn case_that_changes_the_rule_is_refused() {
+        let rules = Rules::new(
+            vec![
+                rule(PathPattern::Prefix("/admin".into()), scoped()),
+                rule(PathPattern::Prefix("/".into()), Target::Public),
+            ],
+            None,
+        );
+        for path in ["/ADMIN", "/Admin/x", "/aDmIn"] {
+            assert_eq!(at(&rules, "a.example", "GET", path), Err(Disagreement::Path), "{path}");
+        }
+        assert_eq!(at(&rules, "a.example", "GET", "/Public/X"), Ok(Some(&Target::Public)));
+        // An upper-case rule path is compared both ways too.
+        let upper = Rules::new(vec![rule(PathPattern::Exact("/Admin".into()), scoped())], Some(Target::Public));
+        assert_eq!(at(&upper, "a.example", "GET", "/admin"), Err(Disagreement::Path));
+        assert_eq!(at(&upper, "a.example", "GET", "/Admin"), Ok(Some(&scoped())));
+    }
+
     #[test]
     fn hosts_pick_the_rule_and_its_api() {
         let on = |host: &str| Some(HostPattern::parse(host).unwrap());
-        let rules = Rules {
-            rules: vec![
+        let rules = Rules::new(
+            vec![
                 Rule {
                     host: on("orders.example.com"),
                     ..rule(PathPattern::Prefix("/".into()), api(Access::Authenticated))
@@ -189,23 +381,55 @@ mod tests {
                 },
                 rule(PathPattern::Exact("/health".into()), Target::Public),
             ],
-            unmatched: None,
-        };
-        let at = |host: &str, path: &str| rules.target_for(&canonical_authority(host.as_bytes()).unwrap(), "GET", path);
-        assert_eq!(at("Orders.Example.com.:8080", "/health"), Some(&api(Access::Authenticated)));
-        assert_eq!(
-            at("eu.billing.example.com", "/x"),
-            Some(&Target::Api { api: OTHER, access: Access::Authenticated })
+            None,
         );
-        assert_eq!(at("billing.example.com", "/health"), Some(&Target::Public));
-        assert_eq!(at("billing.example.com", "/x"), None);
-        assert_eq!(at("orders.example.com.evil", "/x"), None);
+        let on_host = |host: &str, path: &str| at(&rules, host, "GET", path);
+        assert_eq!(on_host("Orders.Example.com", "/health"), Ok(Some(&api(Access::Authenticated))));
+        assert_eq!(
+            on_host("eu.billing.example.com", "/x"),
+            Ok(Some(&Target::Api { api: OTHER, access: Access::Authenticated }))
+        );
+        assert_eq!(on_host("billing.example.com", "/health"), Ok(Some(&Target::Public)));
+        assert_eq!(on_host("billing.example.com", "/x"), Ok(None));
+        assert_eq!(on_host("orders.example.com.evil", "/x"), Ok(None));
+        // A port Envoy left in the host: counted, no rule; ignored, orders'. Refused.
+        assert_eq!(on_host("orders.example.com:8080", "/x"), Err(Disagreement::Port));
+        // Where both readings agree, the port does not matter.
+        assert_eq!(on_host("other.example.com:8080", "/health"), Ok(Some(&Target::Public)));
+    }
+
+    #[test]
+    fn rules_can_name_envoys_virtual_host_and_route() {
+        let rules = Rules::new(
+            vec![
+                Rule {
+                    virtual_host: Some("orders".into()),
+                    route: Some("admin".into()),
+                    ..rule(PathPattern::Any, scoped())
+                },
+                Rule { virtual_host: Some("orders".into()), ..rule(PathPattern::Any, api(Access::Authenticated)) },
+            ],
+            Some(Target::Public),
+        );
+        assert!(rules.binds_to_routes());
+        assert!(!demo_rules().binds_to_routes());
+        let authority = canonical_authority(b"orders.example.com:9999").unwrap();
+        let named = |path: &str, virtual_host: Option<&str>, route: Option<&str>| {
+            let path = read_path(path.as_bytes()).unwrap();
+            rules
+                .target_for(&Query { authority: &authority, method: "GET", path: &path, virtual_host, route })
+                .map(|t| t.cloned())
+        };
+        // No spelling of host or path can part the filter from the router: they are not read.
+        assert_eq!(named("/ADMIN;x//y", Some("orders"), Some("admin")), Ok(Some(scoped())));
+        assert_eq!(named("/x", Some("orders"), Some("other")), Ok(Some(api(Access::Authenticated))));
+        assert_eq!(named("/x", Some("public"), Some("admin")), Ok(Some(Target::Public)));
+        assert_eq!(named("/x", None, None), Ok(Some(Target::Public)));
     }
 
     #[test]
     fn unmatched_uses_the_configured_default() {
-        let mut rules = demo_rules();
-        rules.unmatched = Some(api(Access::Authenticated));
+        let rules = Rules::new(demo_rules().rules, Some(api(Access::Authenticated)));
         assert_eq!(target(&rules, "GET", "/elsewhere"), Some(&api(Access::Authenticated)));
     }
 

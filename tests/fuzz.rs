@@ -4,14 +4,14 @@
 //! `cargo test` runs a short pass (FUZZ_CASES, default 2,000 per property).
 //! The long run, a million cases each: `scripts/fuzz.sh` (README, Security).
 
-use oauth_introspection_filter::authority::{canonical_authority, HostPattern};
+use oauth_introspection_filter::authority::{canonical_authority, HostPattern, PortReading};
 use oauth_introspection_filter::cache::{decode_entry, encode_entry, CacheEntry};
 use oauth_introspection_filter::config;
 use oauth_introspection_filter::introspection::{
     claim_header_value, evaluate, Extraction, Identity, IssuerResponse, Rejection, Verdict,
 };
 use oauth_introspection_filter::json::{parse_strict, StrictError};
-use oauth_introspection_filter::path::canonical_path;
+use oauth_introspection_filter::path::read_path;
 use oauth_introspection_filter::request::{header_pairs, Request};
 use oauth_introspection_filter::token::{bearer_token, token_shape, TokenHash, TokenShape, MAX_TOKEN_LEN};
 use proptest::prelude::*;
@@ -241,7 +241,7 @@ proptest! {
             prop_assert!(!authority.host.contains(['@', ' ', '%', ',']) && !authority.host.ends_with('.'));
             prop_assert_eq!(authority.host.to_ascii_lowercase(), authority.host.clone());
             // A pattern of the canonical host matches it.
-            prop_assert!(HostPattern::parse(&again).is_ok_and(|p| p.matches(&authority)));
+            prop_assert!(HostPattern::parse(&again).is_ok_and(|p| p.matches(&authority, PortReading::Counted)));
         }
     }
 
@@ -322,16 +322,16 @@ proptest! {
     }
 
     #[test]
-    fn canonical_path_is_canonical(path in path_like()) {
-        check_canonical(path.as_bytes())?;
+    fn path_readings_are_clean(path in path_like()) {
+        check_readings(path.as_bytes())?;
     }
 
     #[test]
-    fn canonical_path_survives_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+    fn path_reader_survives_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
         let mut path = b"/".to_vec();
         path.extend_from_slice(&bytes);
-        check_canonical(&path)?;
-        check_canonical(&bytes)?;
+        check_readings(&path)?;
+        check_readings(&bytes)?;
     }
 
     #[test]
@@ -422,17 +422,22 @@ fn check_mutation(mut config: Value, pointer: &str, value: Value) -> Result<(), 
     Ok(())
 }
 
-/// A canonical path starts with `/`, has no empty, `.` or `..` segment, and
-/// canonicalizing it again changes nothing.
-fn check_canonical(raw: &[u8]) -> Result<(), TestCaseError> {
-    if let Ok(canonical) = canonical_path(raw) {
-        prop_assert!(canonical.starts_with('/'));
-        let inner = canonical.strip_suffix('/').unwrap_or(&canonical);
-        for segment in inner.split('/').skip(1) {
-            prop_assert!(!matches!(segment, "" | "." | ".."), "{:?} -> {:?}", String::from_utf8_lossy(raw), canonical);
+/// Every reading of a path starts with `/`, has no `.` or `..` segment and
+/// nothing a path may not carry; there are one to eight; the first, the path as
+/// sent, is read again as itself.
+fn check_readings(raw: &[u8]) -> Result<(), TestCaseError> {
+    if let Ok(readings) = read_path(raw) {
+        let spellings = readings.spellings();
+        prop_assert!((1..=8).contains(&spellings.len()));
+        for spelling in spellings {
+            prop_assert!(spelling.starts_with('/'));
+            for segment in spelling.split('/').skip(1) {
+                prop_assert!(!matches!(segment, "." | ".."), "{:?} -> {:?}", String::from_utf8_lossy(raw), spelling);
+            }
+            prop_assert!(!spelling.contains(['?', '#', '\\']));
         }
-        prop_assert_eq!(canonical_path(canonical.as_bytes()), Ok(canonical.clone()));
-        prop_assert!(!canonical.contains(['?', '#', '\\']));
+        let first = &spellings[0];
+        prop_assert_eq!(read_path(first.as_bytes()).map(|again| again.spellings()[0].clone()), Ok(first.clone()));
     }
     Ok(())
 }

@@ -46,7 +46,7 @@ fn main() -> ExitCode {
                     .collect();
                 println!("api {}: audiences {:?}, issuers {:?}", api.name, api.audiences, issuers);
             }
-            println!("{} rules; forwarded headers {:?}", policy.rules.rules.len(), policy.forwarded_headers);
+            println!("{} rules; forwarded headers {:?}", policy.rules.rules().len(), policy.forwarded_headers);
             println!("ok");
             ExitCode::SUCCESS
         }
