@@ -316,16 +316,17 @@ fn verdict_from_answer(
             return Ok(Verdict::Invalid(Rejection::WrongIssuer));
         }
     }
+    // A bound token's proof of possession is not checked here: refuse it (first, so that a
+    // DPoP token, whose token_type is "DPoP" too, is refused as what it is).
+    if answer.get("cnf").is_some_and(|cnf| !cnf.is_null()) {
+        return Ok(Verdict::Invalid(Rejection::SenderConstrained));
+    }
     // RFC 7662 `token_type` (compared as RFC 6749 section 5.1 says, case-insensitively)
     // and AWS-style `token_use`: only a bearer access token opens an API.
     let is_bearer = optional_string(answer, "token_type")?.is_none_or(|t| t.eq_ignore_ascii_case("bearer"));
     let is_access = optional_string(answer, "token_use")?.is_none_or(|u| u == "access_token");
     if !is_bearer || !is_access {
         return Ok(Verdict::Invalid(Rejection::NotBearerAccessToken));
-    }
-    // A bound token's proof of possession is not checked here: refuse it.
-    if answer.get("cnf").is_some_and(|cnf| !cnf.is_null()) {
-        return Ok(Verdict::Invalid(Rejection::SenderConstrained));
     }
     let audiences = known_audiences(answer.get("aud"), &expected.audiences)?;
     Ok(Verdict::Valid(Identity {
@@ -571,6 +572,12 @@ mod tests {
         }
         assert_eq!(with("token_type", json!(1)), Err(IssuerError::BadMember("token_type")));
         assert_eq!(with("token_use", json!(["access_token"])), Err(IssuerError::BadMember("token_use")));
+        // A DPoP token is refused as bound, whatever its token_type says.
+        let dpop = eval_with(|a| {
+            a.insert("token_type".into(), json!("DPoP"));
+            a.insert("cnf".into(), json!({"jkt": "x"}));
+        });
+        assert_eq!(dpop, Ok(Verdict::Invalid(Rejection::SenderConstrained)));
     }
 
     /// `exp` and `nbf` keep their meaning to the millisecond: valid until the
