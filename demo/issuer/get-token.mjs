@@ -1,13 +1,17 @@
 #!/usr/bin/env node
-// Gets an access token for a service user from the local issuer, through the real grant, and
-// prints only the token on stdout.
+// Gets a token for a service user from the local issuer, through the real grant, and prints
+// only the token on stdout: the access token, or with --print the key user's refresh or ID token.
 //
 //   node demo/issuer/get-token.mjs --state-dir DIR --user reader-opaque
 //   node demo/issuer/get-token.mjs --state-dir DIR --user key-user        (JWT profile grant)
+//   node demo/issuer/get-token.mjs --state-dir DIR --user key-user --print refresh_token
+//   node demo/issuer/get-token.mjs --state-dir DIR --user reader-opaque --dpop
 //
 // client_credentials: HTTP Basic with the user's client id and secret (form-encoded first, as
 // RFC 6749 section 2.3.1 says). jwt-bearer: an assertion signed with service-user-key.json
 // (RS256, kid = keyId, iss = sub = userId, aud = issuer), as ZITADEL's JWT profile grant wants.
+// --dpop: a DPoP proof (RFC 9449) signed with a fresh P-256 key, which is then thrown away: the
+// token is bound to a key nobody has, so it can only ever be presented without a valid proof.
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -15,16 +19,23 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { SignJWT } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const USAGE = `usage: node get-token.mjs [--state-dir DIR] [--user NAME] [--grant client_credentials|jwt-bearer]
-                         [--scope SCOPE] [--issuer URL]
+                         [--scope SCOPE] [--issuer URL] [--print access_token|refresh_token|id_token] [--dpop]
   --state-dir DIR  the issuer's state dir (default ${path.join(HERE, '.state')})
   --user NAME      a service user named in ids.json (default reader-opaque)
   --grant G        default: the user's own grant (jwt-bearer for the key user)
   --scope SCOPE    default "openid urn:zitadel:iam:org:project:id:<project_id>:aud"
-  --issuer URL     default: the issuer in ids.json`;
+  --issuer URL     default: the issuer in ids.json
+  --print KIND     which token of the response to print (default access_token); refresh_token
+                   and id_token need the JWT profile grant, and add offline_access or openid
+                   to the scope when it lacks them
+  --dpop           send a DPoP proof made with a throw-away EC P-256 key: the tokens are DPoP-bound`;
+const KINDS = ['access_token', 'refresh_token', 'id_token'];
+// The scope each kind of token needs, as in ZITADEL's JWT profile grant.
+const KIND_SCOPE = { refresh_token: 'offline_access', id_token: 'openid' };
 
 function fail(message, code = 1) {
   process.stderr.write(`get-token: ${message}\n`);
@@ -40,6 +51,8 @@ try {
       grant: { type: 'string' },
       scope: { type: 'string' },
       issuer: { type: 'string' },
+      print: { type: 'string', default: 'access_token' },
+      dpop: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -66,7 +79,13 @@ const user = ids.service_users?.[args.user];
 if (!user) fail(`unknown user "${args.user}"; known: ${Object.keys(ids.service_users ?? {}).join(', ')}`, 2);
 const issuer = (args.issuer ?? ids.issuer).replace(/\/+$/, '');
 const grant = args.grant ?? user.grant;
-const scope = args.scope ?? `openid urn:zitadel:iam:org:project:id:${ids.project_id}:aud`;
+const kind = args.print;
+if (!KINDS.includes(kind)) fail(`unknown --print "${kind}" (${KINDS.join(', ')})`, 2);
+if (kind !== 'access_token' && grant !== 'jwt-bearer') {
+  fail(`--print ${kind} needs the JWT profile grant (--user ${ids.key_user ?? 'key-user'}); client_credentials gives an access token only`, 2);
+}
+let scope = args.scope ?? `openid urn:zitadel:iam:org:project:id:${ids.project_id}:aud`;
+if (KIND_SCOPE[kind] && !scope.split(' ').includes(KIND_SCOPE[kind])) scope = `${KIND_SCOPE[kind]} ${scope}`.trim();
 const tokenEndpoint = `${issuer}/oauth/v2/token`;
 
 // RFC 6749 2.3.1: client id and secret are application/x-www-form-urlencoded before Basic.
@@ -103,6 +122,17 @@ if (grant === 'client_credentials') {
   fail(`unknown --grant "${grant}" (client_credentials or jwt-bearer)`, 2);
 }
 
+// RFC 9449 section 4.2: typ dpop+jwt, the public key in the header, htm and htu naming this
+// request, iat, and a unique jti.
+if (args.dpop) {
+  const { privateKey, publicKey } = await generateKeyPair('ES256');
+  headers.dpop = await new SignJWT({ htm: 'POST', htu: tokenEndpoint })
+    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: await exportJWK(publicKey) })
+    .setIssuedAt()
+    .setJti(crypto.randomUUID())
+    .sign(privateKey);
+}
+
 let response;
 try {
   response = await fetch(tokenEndpoint, {
@@ -121,4 +151,6 @@ try {
 if (!response.ok || typeof json.access_token !== 'string') {
   fail(`token request failed: HTTP ${response.status} ${json.error ?? ''}${json.error_description ? `: ${json.error_description}` : ''}`);
 }
-process.stdout.write(`${json.access_token}\n`);
+if (args.dpop && json.token_type !== 'DPoP') fail(`asked for a DPoP-bound token, got token_type ${json.token_type}`);
+if (typeof json[kind] !== 'string') fail(`the token response has no ${kind} (scope "${scope}")`);
+process.stdout.write(`${json[kind]}\n`);

@@ -41,6 +41,10 @@ console.warn = (...args) => {
 };
 
 const { default: Provider, errors } = await import('oidc-provider');
+// oidc-provider's own DPoP proof checks, which its built-in grants get as helpers; a grant
+// registered with registerGrantType gets only ctx, so the JWT profile grant imports them (see
+// there). The package has no exports map and is pinned to one version in package.json.
+const { default: validateDpop, checkDpopReplay } = await import('oidc-provider/lib/helpers/validate_dpop.js');
 const jose = await import('jose');
 
 // --- command line ----------------------------------------------------------------------------
@@ -470,6 +474,7 @@ function buildProvider({ issuer, ids, apiKey, apiKey2, otherApiKey, userKey, sig
     const entry = ids.service_users[name];
     usersByClientId.set(entry.client_id, { ...u, name, clientId: entry.client_id, loginName: `${name}@${ORG_DOMAIN}` });
   }
+  const usersById = new Set([...usersByClientId.values()].map((u) => u.userId));
   const apiClients = new Map([
     [API_APP.clientId, PROJECT_ID], [BASIC_APP.clientId, PROJECT_ID], [OTHER_API_APP.clientId, OTHER_PROJECT_ID],
   ]);
@@ -501,10 +506,11 @@ function buildProvider({ issuer, ids, apiKey, apiKey2, otherApiKey, userKey, sig
     ...[...usersByClientId.values()].map((u) => (u.grant === JWT_BEARER
       ? {
         // The assertion of the JWT profile grant is this client's authentication; oidc-provider
-        // still wants a client, so it is a public one named by the user id (see preToken).
+        // still wants a client, so it is a public one named by the user id (see preToken). It
+        // may also redeem the refresh tokens that grant hands out.
         client_id: u.clientId,
         token_endpoint_auth_method: 'none',
-        grant_types: [JWT_BEARER],
+        grant_types: [JWT_BEARER, 'refresh_token'],
         response_types: [],
         redirect_uris: [],
       }
@@ -554,6 +560,14 @@ function buildProvider({ issuer, ids, apiKey, apiKey2, otherApiKey, userKey, sig
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
+      // DPoP (RFC 9449), a deliberate deviation: ZITADEL has none. A client that sends a DPoP
+      // proof with its token request (either grant) gets a sender-constrained token:
+      // token_type "DPoP", and cnf.jkt at introspection. The tests use one to check that the
+      // filter refuses such a token presented as a plain Bearer token. A request without a proof
+      // gets a Bearer token as before. (oidc-provider 9 has this on by default; it is named here
+      // because it is on purpose.) Proof jti replay goes through ReplayDetection, so like client
+      // assertions it is only detected with --strict-assertion-reuse (see CLIENT ASSERTION REUSE).
+      dPoP: { enabled: true },
       introspection: {
         enabled: true,
         // ZITADEL lets API apps introspect. With --enforce-audience it also answers active:true
@@ -586,13 +600,23 @@ function buildProvider({ issuer, ids, apiKey, apiKey2, otherApiKey, userKey, sig
         getResourceServerInfo: async (ctx, indicator, client) => {
           const user = usersByClientId.get(client.clientId);
           if (!user || indicator !== resourceIndicator(user.project)) throw new errors.InvalidTarget();
-          return resourceServerInfo(user, ctx.oidc.params.scope);
+          // A refresh without a scope parameter asks for the refresh token's scope again.
+          return resourceServerInfo(user, ctx.oidc.params.scope ?? ctx.oidc.entities.RefreshToken?.scope);
         },
+        // A refreshed access token is for the project again (oidc-provider's default would make
+        // it a token for userinfo when the scope has openid).
+        useGrantedResource: async () => true,
       },
     },
     ttl: {
       ClientCredentials: (ctx, token, client) => usersByClientId.get(client.clientId)?.ttl ?? 3600,
       AccessToken: () => 3600,
+      // The key user's ID token lives as long as its access token (ZITADEL's default settings
+      // give both 12 h); its refresh token 30 days, ZITADEL's default idle expiration, within a
+      // grant of 90 days, ZITADEL's default absolute expiration.
+      IdToken: (ctx, token, client) => usersByClientId.get(client.clientId)?.ttl ?? 3600,
+      RefreshToken: () => 30 * 24 * 3600,
+      Grant: () => 90 * 24 * 3600,
     },
     // The role claims ride along with the token (both formats) and come back at introspection.
     extraTokenClaims: async (ctx, token) => {
@@ -614,8 +638,8 @@ function buildProvider({ issuer, ids, apiKey, apiKey2, otherApiKey, userKey, sig
         //     only this process can derive (so the public jti is never usable as a token);
         //  2. in preIntrospectOrRevoke, a token that is a JWT signed by this issuer's key is
         //     replaced by its shadow id before oidc-provider sees the request; a JWT that does
-        //     not verify is replaced by an id that matches nothing (-> {"active":false}, as
-        //     ZITADEL answers, instead of a 400);
+        //     not verify, or has no jti (the key user's ID token), is replaced by an id that
+        //     matches nothing (-> {"active":false}, as ZITADEL answers, instead of a 400);
         //  3. oidc-provider then authenticates the caller, looks the record up and answers as
         //     for an opaque token; revocation destroys the record by jti, and the adapter's
         //     destroy() also drops the shadow id.
@@ -635,7 +659,8 @@ function buildProvider({ issuer, ids, apiKey, apiKey2, otherApiKey, userKey, sig
         },
       },
     },
-    findAccount: async () => undefined, // no interactive users
+    // No interactive users; the refresh_token grant looks up the key user its refresh token names.
+    findAccount: async (ctx, sub) => (usersById.has(sub) ? { accountId: sub, claims: () => ({ sub }) } : undefined),
     clientBasedCORS: () => false,
     renderError: async (ctx, out) => {
       ctx.type = 'json';
@@ -672,16 +697,64 @@ function buildProvider({ issuer, ids, apiKey, apiKey2, otherApiKey, userKey, sig
     const problem = assertionIatProblem(claims.iat);
     if (problem) throw invalidGrant(problem);
 
+    // A DPoP proof, if sent, is checked and bound exactly as oidc-provider's client_credentials
+    // grant does it (see features.dPoP).
+    const dPoP = await validateDpop(provider, ctx);
+
+    const resource = resourceIndicator(user.project);
+    const scopes = new Set(params.scope?.split(' '));
     const token = new provider.ClientCredentials({ client });
-    token.resourceServer = new provider.ResourceServer(resourceIndicator(user.project), resourceServerInfo(user, params.scope));
+    token.resourceServer = new provider.ResourceServer(resource, resourceServerInfo(user, params.scope));
     token.scope = params.scope || undefined;
+    if (dPoP) {
+      await checkDpopReplay(provider, ctx, dPoP, client.clientId);
+      token.setThumbprint('jkt', dPoP.thumbprint);
+    }
     ctx.oidc.entity('ClientCredentials', token);
     const value = await token.save();
+
+    // ZITADEL's JWT profile grant opens an OIDC session: with offline_access in the scope it also
+    // hands out a refresh token, with openid an ID token. Both are real oidc-provider tokens here
+    // (the refresh token with the Grant oidc-provider looks up for it). Neither is an access
+    // token, which is all ZITADEL's introspection knows: it answers {"active":false} to both
+    // (see zitadelIntrospection for the refresh token, preIntrospectOrRevoke for the ID token).
+    let refreshToken;
+    if (scopes.has('offline_access')) {
+      const grant = new provider.Grant({ accountId: user.userId, clientId: client.clientId });
+      grant.addOIDCScope([...scopes].filter((s) => s === 'openid' || s === 'offline_access'));
+      grant.addResourceScope(resource, params.scope);
+      const rt = new provider.RefreshToken({
+        accountId: user.userId,
+        client,
+        grantId: await grant.save(),
+        gty: JWT_BEARER,
+        resource,
+        scope: params.scope,
+        rotations: 0,
+        // As oidc-provider does for a public client: bound to the access token's DPoP key.
+        jkt: token.jkt,
+      });
+      ctx.oidc.entity('RefreshToken', rt);
+      refreshToken = await rt.save();
+    }
+    // Shaped like ZITADEL's: iss, sub = the user id, aud = the client id (the user id here too),
+    // iat, exp, auth_time (the session starts now), at_hash; no jti.
+    let idToken;
+    if (scopes.has('openid')) {
+      const it = new provider.IdToken({ sub: user.userId }, { ctx });
+      it.scope = 'openid';
+      it.set('auth_time', epoch());
+      it.set('at_hash', value);
+      idToken = await it.issue({ use: 'idtoken' });
+    }
+
     ctx.body = {
       access_token: value,
       token_type: token.tokenType,
       expires_in: token.expiration,
       ...(token.scope ? { scope: token.scope } : {}),
+      ...(refreshToken ? { refresh_token: refreshToken } : {}),
+      ...(idToken ? { id_token: idToken } : {}),
     };
   }, ['assertion', 'scope']);
 
@@ -705,8 +778,15 @@ function buildProvider({ issuer, ids, apiKey, apiKey2, otherApiKey, userKey, sig
 // end-user, and no jti for an opaque token (its jti is the token itself). ZITADEL answers:
 // active, scope, client_id, token_type, exp, iat, nbf (= iat), sub, aud (array), iss, jti,
 // [username with the profile scope], then the role claims. Inactive: exactly {"active":false}.
-function zitadelIntrospection(body, presentedToken, usersByClientId) {
-  if (body.active !== true) return { active: false };
+// A DPoP-bound token (not ZITADEL's, see features.dPoP) keeps oidc-provider's token_type "DPoP"
+// and its cnf member.
+//
+// oidc-provider answers active:true for its own refresh tokens; ZITADEL does not. Its
+// introspection (internal/api/oidc/introspect.go, access_token.go) only looks tokens up as
+// access tokens: a refresh token decrypts to an id that is no access token's, and ZITADEL turns
+// that error, like every other, into {"active":false}.
+function zitadelIntrospection(body, presentedToken, usersByClientId, isRefreshToken) {
+  if (body.active !== true || isRefreshToken) return { active: false };
   const user = usersByClientId.get(body.client_id);
   const out = {
     active: true,
@@ -830,7 +910,7 @@ function installMiddleware(provider, { issuer, usersByClientId, signingPublicKey
 
     if (ctx.path === routes.introspection && ctx.method === 'POST' && ctx.status === 200
         && ctx.body && typeof ctx.body === 'object' && !Buffer.isBuffer(ctx.body)) {
-      ctx.body = zitadelIntrospection(ctx.body, presented, usersByClientId);
+      ctx.body = zitadelIntrospection(ctx.body, presented, usersByClientId, ctx.oidc.entities.RefreshToken !== undefined);
     }
   });
 }

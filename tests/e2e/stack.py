@@ -264,14 +264,19 @@ class Issuer:
         with urllib.request.urlopen(req, timeout=10, context=self.ssl_context) as resp:
             return resp.read()
 
-    def token(self, user, scope="openid"):
-        """A fresh access token for a service user, through the real grant."""
+    def token(self, user, scope="openid", kind="access_token", dpop=False):
+        """A fresh token for a service user, through the real grant. `kind` picks which token of the
+        response: "access_token", or the key user's "refresh_token" or "id_token" (get-token.mjs adds
+        offline_access or openid to the scope). `dpop=True` sends a DPoP proof made with a key that is
+        then thrown away: a DPoP-bound token that can only be presented without a valid proof."""
         info = self.ids["service_users"][user]
-        if info["grant"] == "jwt-bearer":
+        if info["grant"] == "jwt-bearer" or kind != "access_token" or dpop:
             env = dict(os.environ, **({"NODE_EXTRA_CA_CERTS": self.ca_file} if self.ca_file else {}))
             out = subprocess.run(["node", "demo/issuer/get-token.mjs", "--state-dir", self.state_dir, "--user", user,
-                                  "--scope", scope], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True,
-                                 env=env)
+                                  "--scope", scope, "--print", kind, *(["--dpop"] if dpop else [])],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=30, env=env)
+            if out.returncode != 0:
+                raise AssertionError(f"get-token.mjs failed ({out.returncode}): {out.stderr.strip()}")
             token = out.stdout.strip()
         else:
             body = self._post_form("/oauth/v2/token", {"grant_type": "client_credentials", "scope": scope},
