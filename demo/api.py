@@ -2,7 +2,8 @@
 """The demo upstream: answers every request with `OK <time>` (as ZITADEL's Go
 guide does) and echoes the identity headers the filter forwarded (every
 `x-auth-*` header, as `echo-x-auth-*`, underscore spellings such as
-`x_auth_subject` too, and `x-forwarded-host`).
+`x_auth_subject` too, `x-forwarded-host`, and `x-routed-vhost`, the Envoy
+virtual host a test's route tags what it routes with).
 
     python3 demo/api.py --port 8000
 
@@ -63,7 +64,7 @@ class Handler(BaseHTTPRequestHandler):
         # duplicate next to the filter's value would show.
         names = sorted({name.lower() for name in self.headers.keys()
                         if name.lower().replace("_", "-").startswith(IDENTITY_PREFIX)
-                        or name.lower() == "x-forwarded-host"})
+                        or name.lower() in ("x-forwarded-host", "x-routed-vhost")})
         echo = {f"echo-{name}": " | ".join(self.headers.get_all(name)) for name in names}
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._send(200, f"OK {now}\n".encode(), "text/plain", echo)
