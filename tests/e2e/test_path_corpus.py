@@ -35,9 +35,12 @@ TO_ROLE_ROUTE = [
     "/api/public/%2e%2e/private-scoped", "/api/private-scoped/x/..", "/api/private-scoped?role=read:messages",
 ]
 
-# Spellings the filter resolves to the role route: a token with the role gets through.
+# Spellings Envoy's normalization resolves to the role route: a token with the role gets through
+# the shipped listener. Without that normalization the filter refuses all but the trailing slash
+# (400): servers read dot-segments, empty segments and escapes differently (test_path_readers.py).
 RESOLVED_TO_ROLE_ROUTE = ["/api/./private-scoped", "/api//private-scoped", "/api/public/../private-scoped",
                           "/api/private-scope%64", "/api/private-scoped/"]
+READ_ONE_WAY_ONLY = ["/api/private-scoped/"]
 
 
 def without_path_normalization(text, _envoy):
@@ -51,9 +54,10 @@ def without_path_normalization(text, _envoy):
 
 @pytest.fixture(scope="module", params=["envoy-normalizes", "filter-alone"])
 def any_envoy(request, envoy, envoy_factory):
-    if request.param == "envoy-normalizes":
-        return envoy
-    return envoy_factory("envoy-no-normalization", edit_config=without_path_normalization)
+    chosen = envoy if request.param == "envoy-normalizes" else \
+        envoy_factory("envoy-no-normalization", edit_config=without_path_normalization)
+    chosen.path_mode = request.param
+    return chosen
 
 
 def test_corpus_is_large_enough():
@@ -80,6 +84,10 @@ def test_no_spelling_reaches_the_role_route_without_the_role(any_envoy, api, tok
 def test_equivalent_spellings_still_work_with_the_role(any_envoy, api, tokens, path):
     before = api.upstream_total()
     resp = any_envoy.get(path, token=tokens("reader-opaque"))
+    if any_envoy.path_mode == "filter-alone" and path not in READ_ONE_WAY_ONLY:
+        assert resp.status == 400 and resp.json()["error"] == "invalid_request", (path, resp)
+        assert api.upstream_total() == before
+        return
     assert_ok_from_upstream(resp)
     assert api.upstream_total() == before + 1
 
