@@ -3,8 +3,10 @@ won't produce on demand: hangs, slow answers, 5xx, garbage, wrong content
 types, oversized or truncated bodies, rejected client credentials.
 
 Started by the tests on 127.0.0.1; `POST /_fault/mode/<name>` picks how the
-next introspection calls are answered; `GET /_fault/stats` counts them.
+next introspection calls are answered (`with_members` names the mode that adds members to an
+active answer); `GET /_fault/stats` counts them.
 """
+import base64
 import json
 import socket
 import threading
@@ -41,6 +43,17 @@ def _duplicated(member):
     answer = json.dumps(_active(3600))
     first = {"active": '"active":false', "aud": '"aud":["someone-else"]', "sub": '"sub":"admin"'}[member]
     return answer.replace("{", "{" + first + ",", 1).encode()
+
+
+def with_members(members):
+    """The mode that answers an active token with `members` added (or replaced)."""
+    return "with." + base64.urlsafe_b64encode(json.dumps(members).encode()).decode().rstrip("=")
+
+
+def _with_members(encoded):
+    answer = _active(3600)
+    answer.update(json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))))
+    return json.dumps(answer).encode()
 
 
 def _huge_active():
@@ -105,6 +118,9 @@ class FaultServer:
                 if mode == "slow_valid":
                     time.sleep(SLOW_SECONDS)
                     self._send(200, "application/json", json.dumps(_active(3600)).encode())
+                    return
+                if mode.startswith("with."):
+                    self._send(200, "application/json", _with_members(mode.removeprefix("with.")))
                     return
                 if mode.startswith("duplicate_"):
                     self._send(200, "application/json", _duplicated(mode.removeprefix("duplicate_")))
