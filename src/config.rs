@@ -1,8 +1,8 @@
 //! The plugin configuration: JSON in Envoy's `plugin_config.configuration`.
-//! This module is its shape; `compile` turns it into the [`Policy`] the
-//! request path reads. The whole configuration is checked when the plugin
-//! loads, strictly: an unknown member, a repeated member or a value out of
-//! range fails the load, and every error names the field.
+//! This module is its shape, read strictly: an unknown member or a repeated
+//! member fails, and every error names the field. It knows nothing of what
+//! the shape becomes: `compile` turns it into the policy the request path
+//! reads, checking every value, and `load` does both.
 //!
 //! Two forms are accepted. The full one names `issuers` and `apis`, and each
 //! rule names the `api` it protects. The shorthand of earlier versions (one
@@ -16,7 +16,6 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::json::{parse_strict, strip_position, StrictError};
-use crate::policy::Policy;
 
 /// A configuration error: which field, and what is wrong with it.
 /// Never carries secret values.
@@ -48,15 +47,15 @@ const SECRET_FIELDS: [&str; 4] = ["client_secret", "client_secret_env", "key", "
 /// The field name used when the error is about the configuration as a whole.
 pub const WHOLE: &str = "(configuration)";
 
-/// Parses, checks and compiles the plugin configuration.
-pub fn parse(json: &[u8], env: EnvLookup<'_>) -> Result<Policy, ConfigError> {
+/// Reads the plugin configuration's JSON into its shape.
+pub(crate) fn read(json: &[u8]) -> Result<RawConfig, ConfigError> {
     let value = parse_strict(json).map_err(|err| match err {
         StrictError::Syntax(problem) => ConfigError::new(WHOLE, problem),
         StrictError::Duplicate { path } => {
             ConfigError::new(if path.is_empty() { WHOLE.to_string() } else { path }, "appears twice; give it once")
         }
     })?;
-    let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|err| {
+    serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let problem = strip_position(&err.into_inner().to_string());
         // For a missing member the path names its parent: append the member.
@@ -76,8 +75,7 @@ pub fn parse(json: &[u8], env: EnvLookup<'_>) -> Result<Policy, ConfigError> {
             problem
         };
         ConfigError::new(field, problem)
-    })?;
-    crate::compile::compile(raw, env)
+    })
 }
 
 // ---- the JSON shape ----

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::client_auth::tests::test_key_pem;
 use crate::client_auth::ClientAuth;
+use crate::load::load;
 use crate::policy::{ApiId, Endpoint, IssuerId, Policy};
 use crate::rules::{Access, PathPattern, Target};
 use serde_json::{json, Value};
@@ -70,7 +71,7 @@ fn gateway() -> Value {
 }
 
 fn parse_value(value: &Value) -> Result<Policy, ConfigError> {
-    parse(value.to_string().as_bytes(), &no_env)
+    load(value.to_string().as_bytes(), &no_env)
 }
 
 #[test]
@@ -225,7 +226,7 @@ fn key_may_be_given_as_text_or_from_the_environment() {
     let mut from_env = valid();
     from_env["client_auth"] = json!({"method": "private_key_jwt", "key_env": "API_KEY_JSON"});
     let env = |name: &str| (name == "API_KEY_JSON").then(|| key_file().to_string());
-    assert!(parse(from_env.to_string().as_bytes(), &env).is_ok());
+    assert!(load(from_env.to_string().as_bytes(), &env).is_ok());
 }
 
 #[test]
@@ -234,7 +235,7 @@ fn client_secret_basic_is_accepted() {
     config["client_auth"] =
         json!({"method": "client_secret_basic", "client_id": "api@demo", "client_secret_env": "SECRET"});
     let env = |name: &str| (name == "SECRET").then(|| "s3cret".to_string());
-    let parsed = parse(config.to_string().as_bytes(), &env).unwrap();
+    let parsed = load(config.to_string().as_bytes(), &env).unwrap();
     assert!(matches!(parsed.issuers[0].client_auth, ClientAuth::ClientSecretBasic { .. }));
 }
 
@@ -488,7 +489,7 @@ fn repeated_members_are_refused_naming_the_path() {
         (r#"{"client_auth": {"key": {"key": "a", "key": "b"}}}"#, "client_auth.key.key"),
     ];
     for (text, field) in cases {
-        let err = parse(text.as_bytes(), &no_env).err().unwrap();
+        let err = load(text.as_bytes(), &no_env).err().unwrap();
         assert_eq!(err.field, field, "{err}");
         assert!(err.problem.contains("twice"), "{err}");
     }
@@ -501,13 +502,13 @@ fn key_file_from_the_environment_is_read_strictly() {
     config["client_auth"] = json!({"method": "private_key_jwt", "key_env": "KEY"});
     let doubled = key_file().to_string().replacen('{', "{\"keyId\": \"other\", ", 1);
     let env = |name: &str| (name == "KEY").then(|| doubled.clone());
-    let err = parse(config.to_string().as_bytes(), &env).err().unwrap();
+    let err = load(config.to_string().as_bytes(), &env).err().unwrap();
     assert_eq!(err.field, "client_auth.key_env (KEY)");
 }
 
 #[test]
 fn not_json_at_all_is_reported() {
-    let err = parse(b"issuer: x", &no_env).err().unwrap();
+    let err = load(b"issuer: x", &no_env).err().unwrap();
     assert_eq!(err.field, "(configuration)");
 }
 

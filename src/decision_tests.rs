@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::*;
 use crate::authority::HostError;
-use crate::config;
+use crate::load::load;
 use crate::path::PathError;
 
 pub(crate) const MAIN: &str = "https://main.example";
@@ -17,7 +17,7 @@ pub(crate) const ORG_CLAIM: &str = "urn:zitadel:iam:user:resourceowner:id";
 /// the main instance, `partners` (300), which trusts the partner's instance
 /// first and the main one second.
 pub(crate) fn gateway() -> Policy {
-    config::parse(gateway_config().to_string().as_bytes(), &|_| None).expect("the gateway configuration compiles")
+    load(gateway_config().to_string().as_bytes(), &|_| None).expect("the gateway configuration compiles")
 }
 
 fn gateway_config() -> serde_json::Value {
@@ -150,7 +150,7 @@ fn start_reads_the_virtual_host_envoy_picked() {
         {"virtual_host": "orders", "api": "orders", "access": "authenticated"},
         {"virtual_host": "public", "access": "public"}
     ]);
-    let policy = config::parse(config.to_string().as_bytes(), &|_| None).unwrap();
+    let policy = load(config.to_string().as_bytes(), &|_| None).unwrap();
     let routed = |virtual_host: Option<&'static str>| {
         let request =
             Request { virtual_host: virtual_host.map(str::as_bytes), ..request("anything.example", "/x;y", None) };

@@ -549,7 +549,7 @@ fn a_waiter_calls_its_next_issuer_from_the_tick() {
             {"host": "both.example.com", "prefix": "/", "api": "both", "access": "authenticated"}
         ]
     });
-    let policy = crate::config::parse(config.to_string().as_bytes(), &|_| None).unwrap();
+    let policy = crate::load::load(config.to_string().as_bytes(), &|_| None).unwrap();
     let shared = shared();
     let vm = worker_with(&shared, policy, "ns");
     send(&vm, 1, "orders.example.com", "partner-token");

@@ -14,9 +14,9 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
 
 use crate::cache::SharedData;
-use crate::config;
 use crate::engine::{namespace, Engine, Flow};
 use crate::host::Host;
+use crate::load::load;
 use crate::metrics::{self, Counter, IssuerCounter, COUNTERS, ISSUER_COUNTERS};
 use crate::policy::{IssuerId, Policy};
 use crate::request::{header_pairs, Request};
@@ -39,7 +39,7 @@ impl Context for FilterRoot {
 impl RootContext for FilterRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let raw = self.get_plugin_configuration().unwrap_or_default();
-        match config::parse(&raw, &|name| std::env::var(name).ok()) {
+        match load(&raw, &|name| std::env::var(name).ok()) {
             Ok(policy) => {
                 let name = self.get_property(vec!["plugin_name"]).unwrap_or_default();
                 let root_id = self.get_property(vec!["plugin_root_id"]).unwrap_or_default();

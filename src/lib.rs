@@ -1,8 +1,8 @@
 //! An Envoy proxy-wasm HTTP filter that protects APIs with OAuth 2.0 token
 //! introspection (RFC 7662), built for ZITADEL and any RFC 7662 issuer.
 //!
-//! The request path, in reading order: `config` (the JSON) and `compile`
-//! build the `policy`; per request, `decision` reads the request (`authority`,
+//! The request path, in reading order: `load` reads the JSON (`config`) and
+//! compiles it (`compile`) into the `policy`; per request, `decision` reads the request (`authority`,
 //! `path`, `rules`, `token`) and checks verdicts against the API; `engine`
 //! finds those verdicts in the `cache`, in a call under way (`coalesce`) or
 //! from the issuer (`introspection`, `client_auth`), and answers (`response`).
@@ -20,8 +20,10 @@ pub mod engine;
 pub mod filter;
 pub mod headers;
 pub mod host;
+pub mod ids;
 pub mod introspection;
 pub mod json;
+pub mod load;
 pub mod metrics;
 pub mod path;
 pub mod policy;

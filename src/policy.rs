@@ -1,5 +1,5 @@
 //! The compiled configuration: what the request path reads. Built once when
-//! the plugin loads (see `config` and `compile`), with every issuer and API
+//! the plugin loads (see `load`), with every issuer and API
 //! name resolved to an index, every header name checked and every path and
 //! host canonical; nothing is parsed again per request.
 
@@ -7,17 +7,10 @@ use std::time::Duration;
 
 use crate::cache::CacheSettings;
 use crate::client_auth::ClientAuth;
+pub use crate::ids::{ApiId, IssuerId};
 use crate::introspection::Extraction;
 use crate::rules::Rules;
 use crate::token::TokenHash;
-
-/// An issuer's place in [`Policy::issuers`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IssuerId(pub usize);
-
-/// An API's place in [`Policy::apis`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ApiId(pub usize);
 
 pub struct Policy {
     pub issuers: Vec<Issuer>,

@@ -9,8 +9,8 @@
 //! only when every reading picks the same one.
 
 use crate::authority::{Authority, HostPattern, PortReading};
+use crate::ids::ApiId;
 use crate::path::PathReadings;
-use crate::policy::ApiId;
 
 /// What a matched rule asks of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,11 +6,11 @@
 
 use oauth_introspection_filter::authority::{canonical_authority, HostPattern, PortReading};
 use oauth_introspection_filter::cache::{decode_entry, encode_entry, CacheEntry};
-use oauth_introspection_filter::config;
 use oauth_introspection_filter::introspection::{
     claim_header_value, evaluate, Extraction, Identity, IssuerResponse, Rejection, Verdict,
 };
 use oauth_introspection_filter::json::{parse_strict, StrictError};
+use oauth_introspection_filter::load::load;
 use oauth_introspection_filter::path::read_path;
 use oauth_introspection_filter::request::{header_pairs, Request};
 use oauth_introspection_filter::token::{bearer_token, token_shape, TokenHash, TokenShape, MAX_TOKEN_LEN};
@@ -198,7 +198,7 @@ proptest! {
 
     #[test]
     fn config_parser_survives_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-        if let Err(err) = config::parse(&bytes, &no_env) {
+        if let Err(err) = load(&bytes, &no_env) {
             prop_assert!(!err.field.is_empty());
         }
     }
@@ -415,7 +415,7 @@ fn check_mutation(mut config: Value, pointer: &str, value: Value) -> Result<(), 
         *slot = value;
     }
     let text = serde_json::to_vec(&config).unwrap_or_default();
-    if let Err(err) = config::parse(&text, &no_env) {
+    if let Err(err) = load(&text, &no_env) {
         prop_assert!(!err.field.is_empty());
         prop_assert!(!err.to_string().contains("s3cret"), "{}", err);
     }

@@ -9,7 +9,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use oauth_introspection_filter::config;
+use oauth_introspection_filter::load::load;
 
 fn main() -> ExitCode {
     let Some(path) = std::env::args().nth(1) else {
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         eprintln!("check-config: cannot read {path}: {err}");
         return ExitCode::from(2);
     }
-    match config::parse(&text, &|name| std::env::var(name).ok()) {
+    match load(&text, &|name| std::env::var(name).ok()) {
         Ok(policy) => {
             for issuer in &policy.issuers {
                 println!(
