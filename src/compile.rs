@@ -42,6 +42,8 @@ struct ApiDraft {
     name: String,
     audiences: Vec<String>,
     role_claims: Vec<String>,
+    /// Roles come from ZITADEL's generic claim (neither `project_id` nor `role_claims`).
+    generic_roles: bool,
     issuers: Vec<IssuerId>,
     identity_headers: IdentityHeaders,
     claim_headers: Vec<(String, String)>,
@@ -97,9 +99,15 @@ pub(crate) fn compile(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Policy, 
     }
 
     let forwarded_headers = union(&apis.iter().flat_map(ApiDraft::header_names).collect::<Vec<_>>());
-    let apis = apis.into_iter().map(|draft| finish_api(draft, &issuers, &forwarded_headers)).collect();
+    // With several APIs, ZITADEL's generic role claim is no API's own (see `check_role_source`).
+    let generic_roles: Vec<&str> = if shorthand {
+        Vec::new()
+    } else {
+        apis.iter().filter(|api| api.generic_roles).map(|api| api.name.as_str()).collect()
+    };
     let default_api = shorthand.then_some(ApiId(0));
-    let rules = compile_rules(std::mem::take(&mut raw.rules), raw.unmatched, &api_ids, default_api)?;
+    let rules = compile_rules(std::mem::take(&mut raw.rules), raw.unmatched, &api_ids, default_api, &generic_roles)?;
+    let apis = apis.into_iter().map(|draft| finish_api(draft, &issuers, &forwarded_headers)).collect();
     Ok(Policy { issuers, apis, rules, forwarded_headers, cache, max_response_bytes: raw.max_response_bytes })
 }
 
@@ -119,8 +127,8 @@ fn expand(raw: &mut RawConfig) -> Result<Expanded, ConfigError> {
         let missing = |field: &str| {
             ConfigError::new(
                 field,
-                "is missing (the one-issuer form needs issuer, introspection, client_auth and audiences; \
-                 or give issuers and apis)",
+                "is missing (the one-issuer form needs issuer, introspection, client_auth, and audiences or \
+                 project_id; or give issuers and apis)",
             )
         };
         let issuer = RawIssuer {
@@ -129,7 +137,7 @@ fn expand(raw: &mut RawConfig) -> Result<Expanded, ConfigError> {
             client_auth: raw.client_auth.take().ok_or_else(|| missing("client_auth"))?,
         };
         let api = RawApi {
-            audiences: raw.audiences.take().ok_or_else(|| missing("audiences"))?,
+            audiences: raw.audiences.take(),
             project_id: raw.project_id.take(),
             role_claims: raw.role_claims.take(),
             issuers: vec![DEFAULT_NAME.into()],
@@ -229,16 +237,29 @@ fn endpoint(issuer: &Named<RawIssuer>, url: &str) -> Result<Endpoint, ConfigErro
 
 fn api_draft(api: Named<RawApi>, issuer_ids: &BTreeMap<String, IssuerId>) -> Result<ApiDraft, ConfigError> {
     let raw = &api.raw;
-    if raw.audiences.is_empty() {
-        return Err(api.error("audiences", "must list at least one audience (the project id or the API's client id)"));
-    }
-    if let Some(i) = raw.audiences.iter().position(|a| a.trim().is_empty()) {
-        return Err(api.error(&format!("audiences[{i}]"), "must not be empty"));
-    }
     if let Some(project_id) = &raw.project_id {
         if project_id.is_empty() || !project_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(api.error("project_id", "must be a ZITADEL project id (letters, digits, '-' or '_')"));
         }
+    }
+    // ZITADEL puts the project id into `aud` when the token is asked for with the
+    // project's aud scope: it is the audience an API of that project takes by default.
+    let audiences = match (&raw.audiences, &raw.project_id) {
+        (Some(audiences), _) => audiences.clone(),
+        (None, Some(project_id)) => vec![project_id.clone()],
+        (None, None) => {
+            return Err(api.error(
+                "audiences",
+                "is missing: give the audiences (the project id or the API's client id), or project_id, to which \
+                 they default",
+            ))
+        }
+    };
+    if audiences.is_empty() {
+        return Err(api.error("audiences", "must list at least one audience (the project id or the API's client id)"));
+    }
+    if let Some(i) = audiences.iter().position(|a| a.trim().is_empty()) {
+        return Err(api.error(&format!("audiences[{i}]"), "must not be empty"));
     }
     let role_claims = match (&raw.role_claims, &raw.project_id) {
         (Some(claims), _) => {
@@ -276,8 +297,9 @@ fn api_draft(api: Named<RawApi>, issuer_ids: &BTreeMap<String, IssuerId>) -> Res
         .map_err(|(member, problem)| api.error(&member, problem))?;
     Ok(ApiDraft {
         name: api.name,
-        audiences: raw.audiences.clone(),
+        audiences,
         role_claims,
+        generic_roles: raw.role_claims.is_none() && raw.project_id.is_none(),
         issuers,
         identity_headers,
         claim_headers,
@@ -321,6 +343,7 @@ fn compile_rules(
     unmatched: Option<RawAccess>,
     apis: &BTreeMap<String, ApiId>,
     default_api: Option<ApiId>,
+    generic_roles: &[&str],
 ) -> Result<Rules, ConfigError> {
     if raw.is_empty() {
         return Err(ConfigError::new("rules", "must list at least one rule"));
@@ -380,6 +403,9 @@ fn compile_rules(
                 return Err(ConfigError::new(field("access"), "must be \"public\", \"authenticated\" or \"roles\""))
             }
         };
+        if let (Some(Access::AnyRole(_)), Some(name)) = (&access, &rule.api) {
+            check_role_source(name, generic_roles, &field("roles"))?;
+        }
         let api = match (&rule.api, default_api) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
@@ -427,6 +453,25 @@ fn route_name(name: Option<String>, field: &str) -> Result<Option<String>, Confi
         }
         name => Ok(name),
     }
+}
+
+/// ZITADEL fills `urn:zitadel:iam:org:project:roles` with the roles of the
+/// project a token was asked for: read by an API of another project, a token
+/// of that project would bring its own roles. So with several APIs, a roles
+/// rule needs an API that reads its project's own claim (`project_id`) or
+/// names its claims (`role_claims`).
+fn check_role_source(api: &str, generic_roles: &[&str], field: &str) -> Result<(), ConfigError> {
+    if generic_roles.contains(&api) {
+        return Err(ConfigError::new(
+            field,
+            format!(
+                "API {api:?} has neither project_id nor role_claims, so its roles would come from ZITADEL's generic \
+                 claim urn:zitadel:iam:org:project:roles, where another project's token brings that project's roles; \
+                 give the API its project_id (or role_claims)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Rules are matched against the readings of request paths (see `path`), so a

@@ -128,7 +128,9 @@ pub(crate) struct RawIssuer {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawApi {
-    pub audiences: Vec<String>,
+    /// Default: the project id.
+    #[serde(default)]
+    pub audiences: Option<Vec<String>>,
     #[serde(default)]
     pub project_id: Option<String>,
     #[serde(default)]

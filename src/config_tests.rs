@@ -70,13 +70,13 @@ fn gateway() -> Value {
     })
 }
 
-fn parse_value(value: &Value) -> Result<Policy, ConfigError> {
+fn load_value(value: &Value) -> Result<Policy, ConfigError> {
     load(value.to_string().as_bytes(), &no_env)
 }
 
 #[test]
 fn shorthand_is_one_issuer_and_one_api_with_documented_defaults() {
-    let policy = parse_value(&valid()).unwrap();
+    let policy = load_value(&valid()).unwrap();
     let [issuer] = &policy.issuers[..] else { panic!("one issuer") };
     assert_eq!((issuer.name.as_str(), issuer.url()), ("default", "http://127.0.0.1:9000"));
     assert_eq!(
@@ -114,7 +114,7 @@ fn shorthand_is_one_issuer_and_one_api_with_documented_defaults() {
 fn shorthand_without_project_id_reads_the_generic_role_claim() {
     let mut config = valid();
     config.as_object_mut().unwrap().remove("project_id");
-    let policy = parse_value(&config).unwrap();
+    let policy = load_value(&config).unwrap();
     assert_eq!(policy.issuers[0].extraction.role_claims, ["urn:zitadel:iam:org:project:roles"]);
 }
 
@@ -122,13 +122,13 @@ fn shorthand_without_project_id_reads_the_generic_role_claim() {
 fn shorthand_unmatched_authenticated_protects_the_one_api() {
     let mut config = valid();
     config["unmatched"] = json!("authenticated");
-    let policy = parse_value(&config).unwrap();
+    let policy = load_value(&config).unwrap();
     assert_eq!(policy.rules.unmatched(), Some(&Target::Api { api: ApiId(0), access: Access::Authenticated }));
 }
 
 #[test]
 fn full_form_resolves_every_name() {
-    let policy = parse_value(&gateway()).unwrap();
+    let policy = load_value(&gateway()).unwrap();
     let issuers: Vec<&str> = policy.issuers.iter().map(|i| i.name.as_str()).collect();
     let apis: Vec<&str> = policy.apis.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(issuers, ["main", "partner"]);
@@ -174,7 +174,7 @@ fn full_form_resolves_every_name() {
 fn issuers_may_share_a_url() {
     let mut config = gateway();
     config["issuers"]["partner"]["issuer"] = json!("https://main.example");
-    let policy = parse_value(&config).unwrap();
+    let policy = load_value(&config).unwrap();
     assert_eq!(policy.issuers[0].url(), policy.issuers[1].url());
     assert_ne!(policy.issuers[0].token_hash("t"), policy.issuers[1].token_hash("t"));
     assert_ne!(policy.issuers[0].fingerprint, policy.issuers[1].fingerprint);
@@ -183,7 +183,7 @@ fn issuers_may_share_a_url() {
 #[test]
 fn fingerprint_follows_what_an_issuers_verdicts_keep() {
     let fingerprints = |config: &Value| -> Vec<u64> {
-        parse_value(config).unwrap().issuers.iter().map(|issuer| issuer.fingerprint).collect()
+        load_value(config).unwrap().issuers.iter().map(|issuer| issuer.fingerprint).collect()
     };
     let base = fingerprints(&gateway());
     assert_ne!(base[0], base[1]);
@@ -221,7 +221,7 @@ fn fingerprint_follows_what_an_issuers_verdicts_keep() {
 fn key_may_be_given_as_text_or_from_the_environment() {
     let mut as_text = valid();
     as_text["client_auth"]["key"] = Value::String(key_file().to_string());
-    assert!(parse_value(&as_text).is_ok());
+    assert!(load_value(&as_text).is_ok());
 
     let mut from_env = valid();
     from_env["client_auth"] = json!({"method": "private_key_jwt", "key_env": "API_KEY_JSON"});
@@ -350,7 +350,7 @@ fn invalid_shorthand_configs_name_the_field() {
     for (field, break_it) in cases {
         let mut config = valid();
         break_it(&mut config);
-        match parse_value(&config) {
+        match load_value(&config) {
             Ok(_) => panic!("config with broken `{field}` was accepted"),
             Err(err) => {
                 assert_eq!(err.field, field, "{err}");
@@ -378,6 +378,19 @@ fn invalid_gateway_configs_name_the_field() {
         ("apis.orders.issuers", Box::new(move |c| remove(c, "/apis/orders", "issuers"))),
         ("apis.partners.issuers[1]", Box::new(|c| c["apis"]["partners"]["issuers"] = json!(["main", "main"]))),
         ("apis.orders.audiences", Box::new(|c| c["apis"]["orders"]["audiences"] = json!([]))),
+        (
+            "apis.orders.audiences",
+            Box::new(move |c| {
+                remove(c, "/apis/orders", "audiences");
+                remove(c, "/apis/orders", "project_id");
+            }),
+        ),
+        (
+            "rules[2].roles",
+            Box::new(move |c| {
+                remove(c, "/apis/billing", "project_id");
+            }),
+        ),
         ("apis.orders.audiences[0]", Box::new(|c| c["apis"]["orders"]["audiences"] = json!([" "]))),
         ("apis.orders.project_id", Box::new(|c| c["apis"]["orders"]["project_id"] = json!("1 2"))),
         ("apis.orders.role_claims[1]", Box::new(|c| c["apis"]["orders"]["role_claims"] = json!(["a", ""]))),
@@ -447,7 +460,7 @@ fn invalid_gateway_configs_name_the_field() {
     for (field, break_it) in cases {
         let mut config = gateway();
         break_it(&mut config);
-        match parse_value(&config) {
+        match load_value(&config) {
             Ok(_) => panic!("config with broken `{field}` was accepted"),
             Err(err) => {
                 assert_eq!(err.field, field, "{err}");
@@ -459,25 +472,54 @@ fn invalid_gateway_configs_name_the_field() {
 }
 
 #[test]
+fn audiences_default_to_the_project_id() {
+    let mut config = gateway();
+    config["apis"]["orders"].as_object_mut().unwrap().remove("audiences");
+    assert_eq!(load_value(&config).unwrap().apis[1].audiences, ["100"]);
+    let mut shorthand = valid();
+    shorthand.as_object_mut().unwrap().remove("audiences");
+    assert_eq!(load_value(&shorthand).unwrap().apis[0].audiences, ["300000000000000001"]);
+    shorthand.as_object_mut().unwrap().remove("project_id");
+    assert_eq!(load_value(&shorthand).err().map(|e| e.field), Some("audiences".into()));
+}
+
+/// With several APIs, the generic claim holds another project's roles for its tokens.
+#[test]
+fn a_roles_rule_needs_an_api_that_reads_its_own_projects_roles() {
+    let mut config = gateway();
+    config["apis"]["billing"].as_object_mut().unwrap().remove("project_id");
+    let err = load_value(&config).err().unwrap();
+    assert_eq!(err.field, "rules[2].roles");
+    assert!(err.problem.contains("\"billing\"") && err.problem.contains("project_id"), "{err}");
+    // role_claims named by the API are its own choice.
+    config["apis"]["billing"]["role_claims"] = json!(["urn:zitadel:iam:org:project:200:roles"]);
+    assert!(load_value(&config).is_ok());
+    // The one-issuer form protects one API: its generic claim is its own.
+    let mut shorthand = valid();
+    shorthand.as_object_mut().unwrap().remove("project_id");
+    assert!(load_value(&shorthand).is_ok());
+}
+
+#[test]
 fn rules_may_name_envoys_virtual_host_and_route_instead_of_a_path() {
     let mut config = gateway();
     config["rules"][0] = json!({"virtual_host": "orders", "route": "health", "access": "public"});
     config["rules"][1] =
         json!({"virtual_host": "orders", "prefix": "/admin", "api": "orders", "access": "authenticated"});
-    let policy = parse_value(&config).unwrap();
+    let policy = load_value(&config).unwrap();
     let rules = policy.rules.rules();
     assert_eq!((rules[0].virtual_host.as_deref(), rules[0].route.as_deref()), (Some("orders"), Some("health")));
     assert_eq!(rules[0].path, PathPattern::Any);
     assert_eq!(rules[1].path, PathPattern::Prefix("/admin".into()));
     assert!(policy.rules.binds_to_routes());
-    assert!(!parse_value(&gateway()).unwrap().rules.binds_to_routes());
+    assert!(!load_value(&gateway()).unwrap().rules.binds_to_routes());
 }
 
 #[test]
 fn shorthand_rules_may_not_name_an_api() {
     let mut config = valid();
     config["rules"][0]["api"] = json!("default");
-    assert_eq!(parse_value(&config).err().map(|e| e.field), Some("rules[0].api".into()));
+    assert_eq!(load_value(&config).err().map(|e| e.field), Some("rules[0].api".into()));
 }
 
 #[test]
@@ -517,19 +559,19 @@ fn not_json_at_all_is_reported() {
 fn errors_never_repeat_a_secret() {
     let mut numeric = valid();
     numeric["client_auth"] = json!({"method": "client_secret_basic", "client_id": "a", "client_secret": 987654321});
-    let err = parse_value(&numeric).err().unwrap();
+    let err = load_value(&numeric).err().unwrap();
     assert_eq!(err.field, "client_auth.client_secret");
     assert!(!err.to_string().contains("987654321"), "{err}");
 
     let mut pasted = valid();
     pasted["client_auth"] =
         json!({"method": "client_secret_basic", "client_id": "a", "client_secret_env": "Zx8kPq2sLm9TvWn4"});
-    let err = parse_value(&pasted).err().unwrap();
+    let err = load_value(&pasted).err().unwrap();
     assert_eq!(err.field, "client_auth.client_secret_env");
     assert!(!err.to_string().contains("Zx8kPq2sLm9TvWn4"), "{err}");
 
     let mut named = valid();
     named["client_auth"] =
         json!({"method": "client_secret_basic", "client_id": "a", "client_secret_env": "API_SECRET"});
-    assert!(parse_value(&named).err().unwrap().to_string().contains("API_SECRET is not set"));
+    assert!(load_value(&named).err().unwrap().to_string().contains("API_SECRET is not set"));
 }
