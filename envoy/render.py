@@ -26,13 +26,13 @@ PROFILES = {
         ADMIN_ADDRESS="127.0.0.1", ADMIN_PORT=9901, LISTEN_ADDRESS="127.0.0.1", LISTEN_PORT=10000,
         API_HOST="127.0.0.1", API_PORT=8000, ISSUER_HOST="127.0.0.1", ISSUER_PORT=9000,
         CLUSTER_TYPE="STATIC", WASM_PATH=WASM_BUILD_PATH,
-        HOST_ENV_KEYS="ZITADEL_API_KEY_JSON, INTROSPECTION_CLIENT_SECRET",
+        HOST_ENV_KEYS="ZITADEL_API_KEY_JSON, INTROSPECTION_CLIENT_SECRET", ACCESS_LOG="/dev/stdout",
     ),
     "docker": dict(
         ADMIN_ADDRESS="0.0.0.0", ADMIN_PORT=9901, LISTEN_ADDRESS="0.0.0.0", LISTEN_PORT=10000,
         API_HOST="api", API_PORT=8000, ISSUER_HOST="issuer", ISSUER_PORT=9000,
         CLUSTER_TYPE="STRICT_DNS", WASM_PATH="/etc/envoy/oauth_introspection_filter.wasm",
-        HOST_ENV_KEYS="ZITADEL_API_KEY_JSON, INTROSPECTION_CLIENT_SECRET",
+        HOST_ENV_KEYS="ZITADEL_API_KEY_JSON, INTROSPECTION_CLIENT_SECRET", ACCESS_LOG="/dev/stdout",
     ),
     # A static Envoy in front of an API on this host, protected by a ZITADEL Cloud instance
     # reached over HTTPS: SNI, the system's trusted CAs, the certificate's name checked.
@@ -41,6 +41,7 @@ PROFILES = {
         API_HOST="127.0.0.1", API_PORT=8000, ISSUER_HOST="my-org.zitadel.cloud", ISSUER_PORT=443,
         ISSUER_TLS_NAME="my-org.zitadel.cloud", CLUSTER_TYPE="STRICT_DNS",
         WASM_PATH="/etc/envoy/oauth_introspection_filter.wasm", HOST_ENV_KEYS="ZITADEL_API_KEY_JSON",
+        ACCESS_LOG="/dev/stdout",
     ),
 }
 

@@ -24,7 +24,10 @@ use crate::token::{bearer_token, token_shape, TokenError, TokenShape};
 /// What to do with a request before any verdict.
 #[derive(Debug)]
 pub enum Start {
+    /// Refused before any rule applied (a malformed request, no rule).
     Deny(Denial),
+    /// Refused under the rule of this API (no token, or one that cannot be its).
+    Refuse { api: ApiId, denial: Denial },
     /// Forward it, without any of the forwarded headers a client may have sent.
     Public,
     /// Find out whether its token is valid for the rule's API.
@@ -69,12 +72,12 @@ pub fn start(policy: &Policy, request: &Request<'_>) -> Start {
     let header = match request.authorization.map(std::str::from_utf8) {
         None => None,
         Some(Ok(value)) => Some(value),
-        Some(Err(_)) => return Start::Deny(Denial::MalformedToken),
+        Some(Err(_)) => return Start::Refuse { api: api_id, denial: Denial::MalformedToken },
     };
     let token = match bearer_token(header) {
         Ok(token) => token,
-        Err(TokenError::Missing) => return Start::Deny(Denial::MissingToken),
-        Err(TokenError::Malformed) => return Start::Deny(Denial::MalformedToken),
+        Err(TokenError::Missing) => return Start::Refuse { api: api_id, denial: Denial::MissingToken },
+        Err(TokenError::Malformed) => return Start::Refuse { api: api_id, denial: Denial::MalformedToken },
     };
     let candidates = match token_shape(token) {
         TokenShape::Opaque => api.issuers.iter().map(|trusted| trusted.id).collect(),
@@ -88,11 +91,13 @@ pub fn start(policy: &Policy, request: &Request<'_>) -> Start {
                 .filter(|&id| policy.issuer(id).is_some_and(|i| i.url() == issuer))
                 .collect();
             if named.is_empty() {
-                return Start::Deny(Denial::InvalidToken(Rejection::UntrustedIssuer));
+                return Start::Refuse { api: api_id, denial: Denial::InvalidToken(Rejection::UntrustedIssuer) };
             }
             named
         }
-        TokenShape::JwtWithoutIssuer => return Start::Deny(Denial::InvalidToken(Rejection::NoIssuer)),
+        TokenShape::JwtWithoutIssuer => {
+            return Start::Refuse { api: api_id, denial: Denial::InvalidToken(Rejection::NoIssuer) }
+        }
     };
     Start::Check(Check {
         api: api_id,
@@ -153,11 +158,20 @@ pub struct Admission<'p> {
     pub set: Vec<(&'p str, Option<String>)>,
     /// Headers other APIs forward: removed.
     pub remove: &'p [String],
+    /// The issuer (its configured name) whose verdict admitted the token.
+    pub issuer: &'p str,
+    /// The token's `sub` and `client_id`, for the access log.
+    pub subject: String,
+    pub client_id: String,
 }
 
 impl Check {
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    pub fn api(&self) -> ApiId {
+        self.api
     }
 
     /// The issuers after the one [`Check::step`] asks.
@@ -262,7 +276,9 @@ pub fn admit<'p>(
     for (header, at) in &trusted.claim_headers {
         set.push((header.as_str(), identity.claims.get(*at).cloned().flatten()));
     }
-    Decision::Admit(Admission { set, remove: &api.foreign_headers })
+    let issuer = policy.issuer(trusted.id).map_or("", |issuer| issuer.name.as_str());
+    let (subject, client_id) = (identity.subject.clone(), identity.client_id.clone());
+    Decision::Admit(Admission { set, remove: &api.foreign_headers, issuer, subject, client_id })
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ fn decide<'p>(check: &mut Check, policy: &'p Policy, verdict: &Verdict) -> Decis
 
 fn denial(start: Start) -> Denial {
     match start {
-        Start::Deny(denial) => denial,
+        Start::Deny(denial) | Start::Refuse { denial, .. } => denial,
         other => panic!("not denied: {other:?}"),
     }
 }
@@ -172,6 +172,11 @@ fn start_matches_host_then_path() {
         Denial::BadHost(HostError::TrailingDot)
     );
     assert_eq!(denial(start(&policy, &request("billing.example.com", "/other", None))), Denial::MissingToken);
+    // Refused under billing's rule: the access log names the API.
+    assert!(matches!(
+        start(&policy, &request("billing.example.com", "/other", None)),
+        Start::Refuse { api: BILLING, .. }
+    ));
     assert_eq!(denial(start(&policy, &request("shipping.example.com", "/health", None))), Denial::NoRule);
     assert_eq!(denial(start(&policy, &request("partners.example.com", "/x", None))), Denial::NoRule);
     assert_eq!(

@@ -29,7 +29,8 @@ use crate::decision::{self, Admission, Check, Decision, Failure, Request, Start,
 use crate::host::Host;
 use crate::introspection::{self, IssuerError, IssuerResponse, Verdict};
 use crate::metrics::{Counter, IssuerCounter};
-use crate::policy::{Issuer, IssuerId, Policy};
+use crate::policy::{ApiId, Issuer, IssuerId, Policy};
+use crate::record::{self, Field};
 use crate::request::underscore_spellings;
 use crate::response::Denial;
 use crate::token::TokenHash;
@@ -129,15 +130,24 @@ impl<H: Host> Engine<H> {
         }
         match decision::start(&self.policy, request) {
             Start::Deny(denial) => self.deny(denial),
+            Start::Refuse { api, denial } => {
+                self.record_api(api);
+                self.deny(denial)
+            }
             Start::Public => {
                 for name in &self.policy.forwarded_headers {
                     self.host.set_request_header(name, None);
                 }
+                self.host.record(Field::Decision, "allow");
+                self.host.record(Field::Reason, record::PUBLIC);
                 self.admitted.borrow_mut().push(context_id);
                 Flow::Continue
             }
             Start::Check(check) => match self.host.now_ms() {
-                Some(now_ms) => self.advance(context_id, check, 0, now_ms),
+                Some(now_ms) => {
+                    self.record_api(check.api());
+                    self.advance(context_id, check, 0, now_ms)
+                }
                 None => {
                     self.note_issuer_error(None, &IssuerError::Clock);
                     self.deny(Denial::IssuerUnavailable)
@@ -452,13 +462,26 @@ impl<H: Host> Engine<H> {
             self.host.set_request_header(name, None);
         }
         self.host.count(Counter::Allowed);
+        self.host.record(Field::Decision, "allow");
+        self.host.record(Field::Reason, record::VALID_TOKEN);
+        self.host.record(Field::Issuer, admission.issuer);
+        self.host.record(Field::Subject, &admission.subject);
+        self.host.record(Field::ClientId, &admission.client_id);
         self.admitted.borrow_mut().push(context_id);
         Flow::Continue
+    }
+
+    fn record_api(&self, api: ApiId) {
+        if let Some(api) = self.policy.api(api) {
+            self.host.record(Field::Api, &api.name);
+        }
     }
 
     fn deny(&self, denial: Denial) -> Flow {
         debug!("denied: {}", denial.reason());
         self.host.count(denial.counter());
+        self.host.record(Field::Decision, "deny");
+        self.host.record(Field::Reason, denial.reason());
         self.host.reply(&denial.reply());
         Flow::Pause
     }

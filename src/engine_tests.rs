@@ -17,6 +17,7 @@ use super::*;
 use crate::cache::tests::MemoryStore;
 use crate::cache::SharedData;
 use crate::decision::tests::{gateway, jwt, MAIN, PARTNER};
+use crate::record::Field;
 use crate::response::Reply;
 
 /// What all "workers" share: shared data, the clock, and the issuer's inbox.
@@ -44,6 +45,7 @@ struct Outcome {
     set: Vec<(String, Option<String>)>,
     reply: Option<Reply>,
     resumed: bool,
+    recorded: Vec<(Field, String)>,
 }
 
 struct FakeHost {
@@ -125,6 +127,11 @@ impl Host for FakeHost {
 
     fn resume(&self) {
         self.outcomes.borrow_mut().entry(self.current.get()).or_default().resumed = true;
+    }
+
+    fn record(&self, field: Field, value: &str) {
+        let mut outcomes = self.outcomes.borrow_mut();
+        outcomes.entry(self.current.get()).or_default().recorded.push((field, value.to_string()));
     }
 
     fn count(&self, counter: Counter) {
@@ -264,6 +271,38 @@ fn miss_then_hit_makes_one_call() {
     assert_eq!(send(&vm, 2, "orders.example.com", "t-1"), Flow::Continue);
     assert_eq!(header(&vm, 2, "x-auth-subject").as_deref(), Some("user-of-100"));
     assert_eq!(calls(&shared).len(), 1);
+}
+
+fn recorded(engine: &Engine<FakeHost>, id: u32) -> Vec<(Field, String)> {
+    engine.host().outcomes.borrow().get(&id).map(|o| o.recorded.clone()).unwrap_or_default()
+}
+
+/// What the access log reads: who, for which API, and why; never the token.
+#[test]
+fn each_outcome_is_recorded_for_the_access_log() {
+    let shared = shared();
+    let vm = worker(&shared);
+    send(&vm, 1, "orders.example.com", "t-1");
+    let [call] = &calls(&shared)[..] else { panic!("one call") };
+    answer(&vm, call.id, &active(MAIN, "100", &["orders:write"]));
+    let allow = [
+        (Field::Api, "orders"),
+        (Field::Decision, "allow"),
+        (Field::Reason, "valid_token"),
+        (Field::Issuer, "main"),
+        (Field::Subject, "user-of-100"),
+        (Field::ClientId, "client"),
+    ];
+    assert_eq!(recorded(&vm, 1), allow.map(|(f, v)| (f, v.to_string())));
+    send(&vm, 2, "billing.example.com", "t-1");
+    let deny = [(Field::Api, "billing"), (Field::Decision, "deny"), (Field::Reason, "invalid_token")];
+    assert_eq!(recorded(&vm, 2), deny.map(|(f, v)| (f, v.to_string())));
+    send(&vm, 3, "shipping.example.com", "t-1");
+    let no_rule = [(Field::Decision, "deny"), (Field::Reason, "no_rule")];
+    assert_eq!(recorded(&vm, 3), no_rule.map(|(f, v)| (f, v.to_string())));
+    for id in 1..=3 {
+        assert!(recorded(&vm, id).iter().all(|(_, value)| !value.contains("t-1")));
+    }
 }
 
 /// Regression: a request that missed the cache just before the leader stored

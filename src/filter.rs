@@ -19,6 +19,7 @@ use crate::host::Host;
 use crate::load::load;
 use crate::metrics::{self, Counter, IssuerCounter, COUNTERS, ISSUER_COUNTERS};
 use crate::policy::{IssuerId, Policy};
+use crate::record::Field;
 use crate::request::{header_pairs, Request};
 use crate::response::{Denial, Reply};
 
@@ -230,6 +231,10 @@ impl Host for HostCalls {
 
     fn resume(&self) {
         let _ = hostcalls::resume_http_request();
+    }
+
+    fn record(&self, field: Field, value: &str) {
+        let _ = hostcalls::set_property(vec![field.property()], Some(value.as_bytes()));
     }
 
     fn count(&self, counter: Counter) {

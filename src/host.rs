@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::cache::SharedData;
 use crate::metrics::{Counter, IssuerCounter};
 use crate::policy::IssuerId;
+use crate::record::Field;
 use crate::response::Reply;
 
 pub trait Host: SharedData {
@@ -37,6 +38,9 @@ pub trait Host: SharedData {
 
     /// Lets the current request, paused until now, go on upstream.
     fn resume(&self);
+
+    /// Leaves a field of the current request's outcome for the access log.
+    fn record(&self, field: Field, value: &str);
 
     fn count(&self, counter: Counter);
 

@@ -319,17 +319,22 @@ class Envoy:
         self.port = free_port()
         self.admin_port = free_port()
         self.config_path = os.path.join(log_dir, f"{name}.yaml")
+        # The access log (JSON lines with the filter's verdict), scanned for secrets like every log.
+        self.access_log = os.path.join(log_dir, f"{name}-access.log")
+        LOG_FILES.append(self.access_log)
         text = render.render("local", plugin=plugin, raw_plugin_text=raw_plugin_text, clusters=issuer_clusters,
                              WASM_PATH=WASM, ADMIN_PORT=self.admin_port, LISTEN_PORT=self.port, API_PORT=api_port,
-                             ISSUER_PORT=issuer_port, **(template_values or {}))
+                             ISSUER_PORT=issuer_port, **{"ACCESS_LOG": self.access_log, **(template_values or {})})
         if edit_config:
             text = edit_config(text, self)
         with open(self.config_path, "w") as f:
             f.write(text)
         full_env = dict(os.environ)
         full_env.update(env or {})
+        # Access log lines reach the file within 200 ms (Envoy's default: 10 s), for the tests that read it.
         self.process = Process(name, [ENVOY, "-c", self.config_path, "--concurrency", str(concurrency),
-                                      "--disable-hot-restart", *log_args], log_dir, env=full_env)
+                                      "--disable-hot-restart", "--file-flush-interval-msec", "200", *log_args],
+                               log_dir, env=full_env)
         if expect_start:
             try:
                 wait_for(self._ready, 30, f"{name} to be ready")
@@ -369,6 +374,15 @@ class Envoy:
 
     def admin(self, path):
         return http_request(self.admin_port, path)
+
+    def access_log_entries(self):
+        """The access log's JSON lines so far (Envoy writes a request's when it ends; the file
+        is flushed every 200 ms, see the command line)."""
+        try:
+            with open(self.access_log) as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
 
     def stop(self):
         self.process.stop()

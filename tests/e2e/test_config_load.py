@@ -14,7 +14,7 @@ from stack import check_config
 
 @pytest.mark.parametrize("change, field", [
     (lambda c: c["introspection"].update(timeout_ms=0), "introspection.timeout_ms"),
-    (lambda c: c.pop("audiences"), "audiences"),
+    (lambda c: (c.pop("audiences"), c.pop("project_id")), "audiences"),
     (lambda c: c["rules"].append({"path": "/x", "access": "roles"}), "rules[5].roles"),
     (lambda c: c.update(client_auth={"method": "private_key_jwt", "key_env": "NOT_PASSED_IN"}), "client_auth.key_env"),
     (lambda c: c.update(client_auth={"method": "private_key_jwt", "key": {"type": "serviceaccount", "keyId": "1",
