@@ -26,10 +26,11 @@ use sha2::{Digest, Sha256};
 use crate::cache::{StoreOutcome, VerdictCache};
 use crate::coalesce::{Claim, InFlightTable, LeaderState};
 use crate::decision::{self, Admission, Check, Decision, Failure, Request, Start, Step};
-use crate::host::Host;
-use crate::introspection::{self, IssuerError, IssuerResponse, Verdict};
+use crate::host::{CallAnswer, Host};
+use crate::introspection::{self, IssuerError, Verdict};
 use crate::metrics::{Counter, IssuerCounter};
 use crate::policy::{ApiId, Issuer, IssuerId, Policy};
+use crate::probe::{Prober, PROBE_DELAY};
 use crate::record::{self, Field};
 use crate::request::underscore_spellings;
 use crate::response::Denial;
@@ -89,6 +90,8 @@ pub struct Engine<H: Host> {
     /// Requests let through, until they are done: only their bodies and
     /// trailers may follow them upstream.
     admitted: RefCell<Vec<u32>>,
+    /// The check of the issuers' credentials after the configuration loaded.
+    prober: Option<Prober>,
 }
 
 impl<H: Host> Engine<H> {
@@ -108,7 +111,23 @@ impl<H: Host> Engine<H> {
         for table in &in_flight {
             table.prepare(&host);
         }
-        Engine { host, policy, cache, in_flight, paused: RefCell::default(), admitted: RefCell::default() }
+        Engine {
+            host,
+            policy,
+            cache,
+            in_flight,
+            paused: RefCell::default(),
+            admitted: RefCell::default(),
+            prober: None,
+        }
+    }
+
+    /// Probes the issuers' credentials shortly (see `probe`), once per Envoy:
+    /// `raw`, the configuration's text, tells this configuration from others.
+    pub fn with_probe(mut self, namespace: &str, raw: &[u8]) -> Self {
+        self.prober = Some(Prober::new(&self.host, namespace, raw));
+        self.host.set_tick(PROBE_DELAY);
+        self
     }
 
     pub fn host(&self) -> &H {
@@ -272,6 +291,11 @@ impl<H: Host> Engine<H> {
     /// The issuer answered call `call_id`: cache the verdict, release the
     /// slot, go on with the leader and every waiter of this VM.
     pub fn on_call_response(&self, call_id: u32, num_headers: usize, body_size: usize) {
+        if let (Some(prober), Some(now_ms)) = (&self.prober, self.host.now_ms()) {
+            if prober.on_call_response(&self.host, &self.policy, call_id, num_headers, body_size, now_ms) {
+                return;
+            }
+        }
         let leader = {
             let mut paused = self.paused.borrow_mut();
             let Some(at) =
@@ -352,6 +376,9 @@ impl<H: Host> Engine<H> {
     /// their next issuer, and with waiters whose leader finished, failed or vanished.
     pub fn on_tick(&self) {
         let Some(now_ms) = self.host.now_ms() else { return };
+        if let Some(prober) = &self.prober {
+            prober.on_tick(&self.host, &self.policy, now_ms);
+        }
         for request in self.take_paused(|p| matches!(p.waiting, Waiting::Ready)) {
             let Paused { context_id, check, .. } = request;
             self.answer(context_id, |engine| engine.advance(context_id, check, 0, now_ms));
@@ -385,7 +412,9 @@ impl<H: Host> Engine<H> {
                 None => self.answer(context_id, |engine| engine.advance(context_id, check, attempts + 1, now_ms)),
             }
         }
-        if !self.paused.borrow().iter().any(|p| matches!(p.waiting, Waiting::OnLeader { .. } | Waiting::Ready)) {
+        let waiting =
+            self.paused.borrow().iter().any(|p| matches!(p.waiting, Waiting::OnLeader { .. } | Waiting::Ready));
+        if !waiting && !self.prober.as_ref().is_some_and(Prober::is_due) {
             self.host.set_tick(Duration::ZERO);
         }
     }
@@ -429,20 +458,8 @@ impl<H: Host> Engine<H> {
         body_size: usize,
         now_ms: u64,
     ) -> Result<Verdict, IssuerError> {
-        // A call reset after its headers arrived (a truncated body) comes with
-        // no header map at all.
-        if num_headers == 0 {
-            return Err(IssuerError::NoStatus);
-        }
-        if body_size > self.policy.max_response_bytes {
-            return Err(IssuerError::TooLarge);
-        }
-        let header = |name| self.host.call_response_header(name).and_then(|v| String::from_utf8(v).ok());
-        let status = header(":status").and_then(|s| s.parse::<u16>().ok());
-        let content_type = header("content-type");
-        let body = if body_size == 0 { Vec::new() } else { self.host.call_response_body(body_size) };
-        let response = IssuerResponse { status, content_type: content_type.as_deref(), body: &body };
-        introspection::evaluate(response, &issuer.extraction, now_ms)
+        let answer = CallAnswer::read(&self.host, num_headers, body_size, self.policy.max_response_bytes)?;
+        introspection::evaluate(answer.response(), &issuer.extraction, now_ms)
     }
 
     /// Carries a decision out on the current request.

@@ -61,6 +61,7 @@ struct FakeHost {
     ticking: Cell<bool>,
     clock_broken: Cell<bool>,
     counters: RefCell<Vec<Counter>>,
+    issuer_counters: RefCell<Vec<(IssuerId, IssuerCounter)>>,
 }
 
 impl SharedData for FakeHost {
@@ -138,7 +139,9 @@ impl Host for FakeHost {
         self.counters.borrow_mut().push(counter);
     }
 
-    fn count_issuer(&self, _issuer: IssuerId, _counter: IssuerCounter) {}
+    fn count_issuer(&self, issuer: IssuerId, counter: IssuerCounter) {
+        self.issuer_counters.borrow_mut().push((issuer, counter));
+    }
 }
 
 const NOW_MS: u64 = 1_800_000_000_000;
@@ -161,6 +164,7 @@ fn worker_with(shared: &Rc<Shared>, policy: Policy, namespace: &str) -> Engine<F
         ticking: Cell::new(false),
         clock_broken: Cell::new(false),
         counters: RefCell::default(),
+        issuer_counters: RefCell::default(),
     };
     Engine::new(host, policy, namespace)
 }
@@ -630,4 +634,47 @@ fn bodies_follow_only_admitted_requests() {
     assert!(!vm.may_go_on(2), "denied");
     done(&vm, 1);
     assert!(!vm.may_go_on(1), "forgotten once done");
+}
+
+/// The issuers' credentials are probed once per Envoy after a configuration
+/// loads, from whichever VM marks it first, and each answer is counted; no
+/// request waits for it.
+#[test]
+fn the_credentials_are_probed_once_per_envoy_after_a_load() {
+    let shared = shared();
+    let vms: Vec<Engine<FakeHost>> =
+        (0..3).map(|_| worker(&shared).with_probe("gateway", b"{\"the\": \"configuration\"}")).collect();
+    assert!(vms.iter().all(|vm| vm.host().ticking.get()));
+    for vm in &vms {
+        tick(vm);
+    }
+    // One call per issuer (main, partner), all from one VM's root context.
+    let probes = calls(&shared);
+    assert_eq!(probes.len(), 2);
+    assert!(probes.iter().all(|call| call.registered == 0 && call.token.starts_with("probe-")));
+    // The answers reach the VM that made the calls (the others do not know them).
+    for vm in &vms {
+        deliver(vm, probes[0].id, 200, br#"{"active":false}"#.to_vec());
+        deliver(vm, probes[1].id, 401, br#"{"error":"invalid_client"}"#.to_vec());
+    }
+    let counted: Vec<(IssuerId, IssuerCounter)> =
+        vms.iter().flat_map(|vm| vm.host().issuer_counters.borrow().clone()).collect();
+    let outcome_of = |call: &Call| if call.cluster == "main" { IssuerId(0) } else { IssuerId(1) };
+    assert_eq!(
+        counted,
+        [
+            (outcome_of(&probes[0]), IssuerCounter::CredentialsAccepted),
+            (outcome_of(&probes[1]), IssuerCounter::CredentialsRejected)
+        ]
+    );
+    // Requests go on as ever meanwhile, and a tick after the probe makes no more calls.
+    for vm in &vms {
+        tick(vm);
+        assert!(!vm.host().ticking.get());
+    }
+    assert_eq!(calls(&shared).len(), 2);
+    // Another configuration is probed again.
+    let reloaded = worker(&shared).with_probe("gateway", b"{\"another\": \"configuration\"}");
+    tick(&reloaded);
+    assert_eq!(calls(&shared).len(), 4);
 }

@@ -45,7 +45,8 @@ impl RootContext for FilterRoot {
                 let name = self.get_property(vec!["plugin_name"]).unwrap_or_default();
                 let root_id = self.get_property(vec!["plugin_root_id"]).unwrap_or_default();
                 let host = HostCalls { metrics: Metrics::define(&policy) };
-                self.engine = Some(Rc::new(Engine::new(host, policy, &namespace(&name, &root_id))));
+                let namespace = namespace(&name, &root_id);
+                self.engine = Some(Rc::new(Engine::new(host, policy, &namespace).with_probe(&namespace, &raw)));
                 true
             }
             Err(err) => {

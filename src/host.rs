@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::cache::SharedData;
+use crate::introspection::{IssuerError, IssuerResponse};
 use crate::metrics::{Counter, IssuerCounter};
 use crate::policy::IssuerId;
 use crate::record::Field;
@@ -45,4 +46,34 @@ pub trait Host: SharedData {
     fn count(&self, counter: Counter);
 
     fn count_issuer(&self, issuer: IssuerId, counter: IssuerCounter);
+}
+
+/// An HTTP call's answer, as the host hands it to the callback that made the call.
+pub struct CallAnswer {
+    status: Option<u16>,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+impl CallAnswer {
+    /// Reads the answer being delivered: `num_headers` and `body_size` as the
+    /// callback got them, refusing a body over `max_body` bytes unread.
+    pub fn read(host: &impl Host, num_headers: usize, body_size: usize, max_body: usize) -> Result<Self, IssuerError> {
+        // A call reset after its headers arrived (a truncated body) comes with
+        // no header map at all.
+        if num_headers == 0 {
+            return Err(IssuerError::NoStatus);
+        }
+        if body_size > max_body {
+            return Err(IssuerError::TooLarge);
+        }
+        let header = |name| host.call_response_header(name).and_then(|v| String::from_utf8(v).ok());
+        let status = header(":status").and_then(|s| s.parse::<u16>().ok());
+        let body = if body_size == 0 { Vec::new() } else { host.call_response_body(body_size) };
+        Ok(CallAnswer { status, content_type: header("content-type"), body })
+    }
+
+    pub fn response(&self) -> IssuerResponse<'_> {
+        IssuerResponse { status: self.status, content_type: self.content_type.as_deref(), body: &self.body }
+    }
 }

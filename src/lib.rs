@@ -27,6 +27,7 @@ pub mod load;
 pub mod metrics;
 pub mod path;
 pub mod policy;
+pub mod probe;
 pub mod record;
 pub mod request;
 pub mod response;

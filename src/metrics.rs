@@ -54,10 +54,20 @@ pub const COUNTERS: [(Counter, &str); 16] = [
 pub enum IssuerCounter {
     Calls,
     Errors,
+    /// The probe after a configuration loaded (see `probe`): the issuer took
+    /// the filter's credentials, refused them, or gave no answer about them.
+    CredentialsAccepted,
+    CredentialsRejected,
+    CredentialsUnchecked,
 }
 
-pub const ISSUER_COUNTERS: [(IssuerCounter, &str); 2] =
-    [(IssuerCounter::Calls, "calls"), (IssuerCounter::Errors, "errors")];
+pub const ISSUER_COUNTERS: [(IssuerCounter, &str); 5] = [
+    (IssuerCounter::Calls, "calls"),
+    (IssuerCounter::Errors, "errors"),
+    (IssuerCounter::CredentialsAccepted, "credentials_accepted"),
+    (IssuerCounter::CredentialsRejected, "credentials_rejected"),
+    (IssuerCounter::CredentialsUnchecked, "credentials_unchecked"),
+];
 
 /// The full name of a counter as defined with the host.
 pub fn name(counter: &str) -> String {

@@ -823,7 +823,10 @@ function installMiddleware(provider, { issuer, usersByClientId, signingPublicKey
     introspection: '/oauth/v2/introspect',
     revocation: '/oauth/v2/revoke',
   };
-  const stats = { introspect_requests: 0, token_requests: 0, revoke_requests: 0 };
+  // probe_requests: introspections of tokens named `probe-…`, the filter's check of its own
+  // credentials after a configuration loads; kept out of introspect_requests, which the tests
+  // compare with the calls that requests caused.
+  const stats = { introspect_requests: 0, probe_requests: 0, token_requests: 0, revoke_requests: 0 };
   let introspectDelayMs = 0;
   const counters = {
     [routes.introspection]: 'introspect_requests',
@@ -893,17 +896,17 @@ function installMiddleware(provider, { issuer, usersByClientId, signingPublicKey
       return;
     }
 
-    const counter = counters[ctx.path];
-    if (counter) stats[counter] += 1;
-
     let presented;
     if (ctx.method === 'POST' && (ctx.path === routes.introspection || ctx.path === routes.revocation)) {
       presented = await preIntrospectOrRevoke(ctx);
-      if (ctx.path === routes.introspection && introspectDelayMs > 0) {
-        await new Promise((resolve) => { setTimeout(resolve, introspectDelayMs); });
-      }
     } else if (ctx.method === 'POST' && ctx.path === routes.token) {
       await preToken(ctx);
+    }
+    const probe = ctx.path === routes.introspection && presented?.startsWith('probe-');
+    const counter = probe ? 'probe_requests' : counters[ctx.path];
+    if (counter) stats[counter] += 1;
+    if (ctx.method === 'POST' && ctx.path === routes.introspection && introspectDelayMs > 0) {
+      await new Promise((resolve) => { setTimeout(resolve, introspectDelayMs); });
     }
 
     await next();
