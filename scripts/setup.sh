@@ -6,6 +6,7 @@
 #   - demo/issuer/node_modules: oidc-provider           (package-lock.json)
 #   - tests/e2e/upstreams/node_modules: express         (tests/e2e/upstreams/package-lock.json)
 #   - tools/node_modules: binaryen's wasm-opt           (tools/package-lock.json)
+#   - target/release/check-config: the configuration check and credentials probe, natively
 #   - target/oauth_introspection_filter.wasm: cargo's release build, then wasm-opt -Oz
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +62,9 @@ if [ "$(cat "$tools_stamp" 2>/dev/null)" != "$tools_hash" ]; then
   npm ci --prefix tools --no-audit --no-fund --loglevel=error
   echo "$tools_hash" > "$tools_stamp"
 fi
+
+say "building check-config (native)"
+cargo build --quiet --release --features cli --bin check-config
 
 say "building the filter (wasm32-wasip1, release)"
 cargo build --quiet --release --target wasm32-wasip1 --lib

@@ -13,7 +13,7 @@ scripts/setup.sh
 echo "==> cargo fmt --check"
 cargo fmt --check
 echo "==> cargo clippy"
-cargo clippy --quiet --all-targets -- -D warnings
+cargo clippy --quiet --all-targets --all-features -- -D warnings
 echo "==> unit tests (host)"
 cargo test --quiet
 echo "==> end-to-end tests (Envoy $(.venv/bin/envoy --version 2>/dev/null | grep -o '1\.[0-9]*\.[0-9]*' | head -1))"

@@ -191,6 +191,19 @@ fn is_dotted_quad(name: &str) -> bool {
         })
 }
 
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            NamePattern::Exact(host) => f.write_str(host)?,
+            NamePattern::SubdomainOf(suffix) => write!(f, "*{suffix}")?,
+        }
+        match self.port {
+            Some(port) => write!(f, ":{port}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A rule's `host`: an exact host or `*.` and a domain (any subdomain of it,
 /// at any depth, not the domain itself), with an optional port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,6 +357,13 @@ mod tests {
         assert!(!counted(&only_8443, "api.example.com"));
         assert!(!counted(&only_8443, "api.example.com:443"));
         assert!(ignored(&only_8443, "api.example.com:443"));
+    }
+
+    #[test]
+    fn host_pattern_displays_as_written_canonically() {
+        for (written, shown) in [("API.example.com", "api.example.com"), ("*.Example.com:8443", "*.example.com:8443")] {
+            assert_eq!(HostPattern::parse(written).unwrap().to_string(), shown);
+        }
     }
 
     #[test]

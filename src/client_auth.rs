@@ -59,6 +59,14 @@ impl ClientAuth {
         }
     }
 
+    /// The configured method's name.
+    pub fn method(&self) -> &'static str {
+        match self {
+            ClientAuth::PrivateKeyJwt(_) => "private_key_jwt",
+            ClientAuth::ClientSecretBasic { .. } => "client_secret_basic",
+        }
+    }
+
     /// How many assertions this VM has signed (0 for client_secret_basic).
     pub fn signatures(&self) -> u64 {
         match self {
