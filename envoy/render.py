@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Renders envoy/envoy.yaml.in into a runnable Envoy config.
+"""Renders envoy/envoy.yaml.in into a runnable Envoy config: the demo's, docker compose's and the
+tests'. For your own API and ZITADEL, use envoy/configure.py.
 
     python3 envoy/render.py --profile local --out build/envoy.yaml [--wasm PATH]
     python3 envoy/render.py --profile local --out build/envoy.yaml --issuer-tls-name localhost --issuer-ca ca.pem
     python3 envoy/render.py --profile docker --out envoy/envoy.docker.yaml
-    python3 envoy/render.py --profile zitadel-cloud --out envoy/envoy.zitadel-cloud.yaml
 
 The tests import `render()` and `plugin_config()` to build variants.
 """
@@ -33,15 +33,6 @@ PROFILES = {
         API_HOST="api", API_PORT=8000, ISSUER_HOST="issuer", ISSUER_PORT=9000,
         CLUSTER_TYPE="STRICT_DNS", WASM_PATH="/etc/envoy/oauth_introspection_filter.wasm",
         HOST_ENV_KEYS="ZITADEL_API_KEY_JSON, INTROSPECTION_CLIENT_SECRET", ACCESS_LOG="/dev/stdout",
-    ),
-    # A static Envoy in front of an API on this host, protected by a ZITADEL Cloud instance
-    # reached over HTTPS: SNI, the system's trusted CAs, the certificate's name checked.
-    "zitadel-cloud": dict(
-        ADMIN_ADDRESS="127.0.0.1", ADMIN_PORT=9901, LISTEN_ADDRESS="0.0.0.0", LISTEN_PORT=10000,
-        API_HOST="127.0.0.1", API_PORT=8000, ISSUER_HOST="my-org.zitadel.cloud", ISSUER_PORT=443,
-        ISSUER_TLS_NAME="my-org.zitadel.cloud", CLUSTER_TYPE="STRICT_DNS",
-        WASM_PATH="/etc/envoy/oauth_introspection_filter.wasm", HOST_ENV_KEYS="ZITADEL_API_KEY_JSON",
-        ACCESS_LOG="/dev/stdout",
     ),
 }
 
@@ -86,9 +77,11 @@ def issuer_cluster(name, host, port, cluster_type="STATIC", tls_name=None, ca_fi
     """An issuer's cluster, as YAML lines for the template's cluster list. With `tls_name`, the
     calls go over TLS: SNI `tls_name`, the certificate checked against `ca_file` (the system's
     CAs by default) and required to name `tls_name` (a DNS subject alternative name)."""
+    # A name that resolves to both families (localhost, say) is reached over IPv4 first.
+    family = "\n    dns_lookup_family: V4_PREFERRED" if cluster_type == "STRICT_DNS" else ""
     cluster = f"""\
   - name: {name}
-    type: {cluster_type}
+    type: {cluster_type}{family}
     connect_timeout: 1s
     load_assignment:
       cluster_name: {name}

@@ -3,8 +3,9 @@
 //!
 //!     target/release/check-config [--probe] [--url URL] [--ca-file PEM] FILE
 //!
-//! FILE (`-`: standard input) is the configuration in JSON or YAML, or a manifest holding an
-//! Istio `WasmPlugin` (its `spec.pluginConfig`; every WasmPlugin of a multi-document file).
+//! FILE (`-`: standard input) is the configuration in JSON or YAML, a manifest holding an Istio
+//! `WasmPlugin` (its `spec.pluginConfig`; every WasmPlugin of a multi-document file), or an
+//! Envoy configuration (static or ECDS: every Wasm plugin's `configuration`).
 //! Environment variables the configuration names (`key_env`, `client_secret_env`) are read from
 //! this process's environment, as the filter reads them from Envoy's. Prints what the
 //! configuration compiles to (issuers, APIs, each rule), or the error the load would fail with.
@@ -29,8 +30,9 @@ use oauth_introspection_filter::rules::{Access, PathPattern, Rule, Target};
 use serde_json::Value;
 
 const USAGE: &str = "usage: check-config [--probe] [--url URL] [--ca-file PEM] FILE
-  FILE           the plugin configuration (JSON or YAML), or a manifest with an Istio WasmPlugin
-                 (its spec.pluginConfig); - reads standard input
+  FILE           the plugin configuration (JSON or YAML), a manifest with an Istio WasmPlugin
+                 (its spec.pluginConfig), or an Envoy configuration (its Wasm plugins' configuration);
+                 - reads standard input
   --probe        introspect a random token at each issuer with the configured credentials
   --url URL      scheme and authority to probe at, instead of the issuer's (e.g. a port-forward)
   --ca-file PEM  trust this CA too when probing over HTTPS";
@@ -108,7 +110,8 @@ type Found = (Option<String>, Vec<u8>);
 
 /// The configurations in the file, as JSON: the file itself when it is JSON (read as the
 /// filter reads it, duplicate members refused), else each YAML document that is a plugin
-/// configuration or a WasmPlugin (named by its metadata.name).
+/// configuration, a WasmPlugin (named by its metadata.name) or an Envoy configuration (each
+/// Wasm plugin's configuration text, named by the plugin's name).
 fn read(path: &str) -> Result<Vec<Found>, String> {
     let mut text = Vec::new();
     let read = if path == "-" {
@@ -132,6 +135,9 @@ fn read(path: &str) -> Result<Vec<Found>, String> {
                 found.push((Some(format!("WasmPlugin {name}")), config.to_string().into_bytes()));
             }
             Some(_) => {}
+            None if value.get("static_resources").is_some() || value.get("resources").is_some() => {
+                envoy_plugins(&value, &mut found);
+            }
             None if value.is_object() => found.push((None, value.to_string().into_bytes())),
             None => {}
         }
@@ -140,6 +146,23 @@ fn read(path: &str) -> Result<Vec<Found>, String> {
         return Err(format!("{path} holds no plugin configuration and no WasmPlugin"));
     }
     Ok(found)
+}
+
+/// Every Wasm plugin configuration (an object with `vm_config` and `configuration.value`) in an
+/// Envoy configuration, static or an ECDS response.
+fn envoy_plugins(value: &Value, found: &mut Vec<Found>) {
+    match value {
+        Value::Object(object) => {
+            let text = object.get("configuration").and_then(|c| c.get("value")).and_then(Value::as_str);
+            if let (Some(_), Some(text)) = (object.get("vm_config"), text) {
+                let name = object.get("name").and_then(Value::as_str).unwrap_or("(unnamed)");
+                found.push((Some(format!("Envoy Wasm plugin {name}")), text.as_bytes().to_vec()));
+            }
+            object.values().for_each(|v| envoy_plugins(v, found));
+        }
+        Value::Array(items) => items.iter().for_each(|v| envoy_plugins(v, found)),
+        _ => {}
+    }
 }
 
 fn describe(policy: &Policy) {

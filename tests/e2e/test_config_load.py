@@ -86,20 +86,6 @@ def test_shipped_gateway_example_loads(issuer, tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
 
 
-def test_zitadel_cloud_config_is_the_rendered_template(issuer, tmp_path):
-    """envoy/envoy.zitadel-cloud.yaml: a static Envoy with an HTTPS issuer, as rendered, and valid."""
-    with open(os.path.join(ROOT, "envoy", "envoy.zitadel-cloud.yaml")) as f:
-        committed = f.read()
-    assert committed == render.render("zitadel-cloud"), \
-        "run: python3 envoy/render.py --profile zitadel-cloud --out envoy/envoy.zitadel-cloud.yaml"
-    assert "UpstreamTlsContext" in committed and "sni: my-org.zitadel.cloud" in committed
-    assert '"issuer": "https://my-org.zitadel.cloud"' in committed
-    result = envoy_validate(tmp_path / "zitadel-cloud.yaml",
-                            committed.replace("/etc/envoy/oauth_introspection_filter.wasm", WASM),
-                            {"ZITADEL_API_KEY_JSON": issuer.api_key_json})
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-
-
 def test_ecds_example_configuration_is_valid(issuer):
     """envoy/ecds/filter.yaml's plugin configuration passes the filter's own check."""
     import yaml
