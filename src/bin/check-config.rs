@@ -4,8 +4,9 @@
 //!     target/release/check-config [--probe] [--url URL] [--ca-file PEM] FILE
 //!
 //! FILE (`-`: standard input) is the configuration in JSON or YAML, a manifest holding an Istio
-//! `WasmPlugin` (its `spec.pluginConfig`; every WasmPlugin of a multi-document file), or an
-//! Envoy configuration (static or ECDS: every Wasm plugin's `configuration`).
+//! `WasmPlugin` (its `spec.pluginConfig`) or an Envoy Gateway `EnvoyExtensionPolicy` (each of its
+//! `spec.wasm[].config`), every one of a multi-document file, or an Envoy configuration (static
+//! or ECDS: every Wasm plugin's `configuration`).
 //! Environment variables the configuration names (`key_env`, `client_secret_env`) are read from
 //! this process's environment, as the filter reads them from Envoy's. Prints what the
 //! configuration compiles to (issuers, APIs, each rule), or the error the load would fail with.
@@ -30,9 +31,9 @@ use oauth_introspection_filter::rules::{Access, PathPattern, Rule, Target};
 use serde_json::Value;
 
 const USAGE: &str = "usage: check-config [--probe] [--url URL] [--ca-file PEM] FILE
-  FILE           the plugin configuration (JSON or YAML), a manifest with an Istio WasmPlugin
-                 (its spec.pluginConfig), or an Envoy configuration (its Wasm plugins' configuration);
-                 - reads standard input
+  FILE           the plugin configuration (JSON or YAML), manifests with an Istio WasmPlugin (its
+                 spec.pluginConfig) or an Envoy Gateway EnvoyExtensionPolicy (its wasm configs), or an
+                 Envoy configuration (its Wasm plugins' configuration); - reads standard input
   --probe        introspect a random token at each issuer with the configured credentials
   --url URL      scheme and authority to probe at, instead of the issuer's (e.g. a port-forward)
   --ca-file PEM  trust this CA too when probing over HTTPS";
@@ -134,6 +135,18 @@ fn read(path: &str) -> Result<Vec<Found>, String> {
                     value.pointer("/spec/pluginConfig").ok_or(format!("WasmPlugin {name} has no spec.pluginConfig"))?;
                 found.push((Some(format!("WasmPlugin {name}")), config.to_string().into_bytes()));
             }
+            Some("EnvoyExtensionPolicy") => {
+                let policy = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("(unnamed)");
+                for wasm in value.pointer("/spec/wasm").and_then(Value::as_array).into_iter().flatten() {
+                    let name = wasm.get("name").and_then(Value::as_str).unwrap_or("(unnamed)");
+                    let config =
+                        wasm.get("config").ok_or(format!("EnvoyExtensionPolicy {policy}: {name} has no config"))?;
+                    found.push((
+                        Some(format!("EnvoyExtensionPolicy {policy} wasm {name}")),
+                        config.to_string().into_bytes(),
+                    ));
+                }
+            }
             Some(_) => {}
             None if value.get("static_resources").is_some() || value.get("resources").is_some() => {
                 envoy_plugins(&value, &mut found);
@@ -143,7 +156,9 @@ fn read(path: &str) -> Result<Vec<Found>, String> {
         }
     }
     if found.is_empty() {
-        return Err(format!("{path} holds no plugin configuration and no WasmPlugin"));
+        return Err(format!(
+            "{path} holds no plugin configuration, WasmPlugin, EnvoyExtensionPolicy or Envoy Wasm plugin"
+        ));
     }
     Ok(found)
 }
