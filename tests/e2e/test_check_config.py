@@ -91,3 +91,12 @@ def test_the_shipped_gateway_example_is_described(issuer):
     assert check.returncode == 0, check.stderr
     assert "rule 2: virtual host orders, any host, prefix /admin, any method -> api orders, a role of orders:admin" \
         in check.stdout.splitlines()
+
+
+def test_the_readmes_minimal_configuration_loads(issuer):
+    with open(os.path.join(ROOT, "envoy", "minimal.json")) as f:
+        minimal = f.read()
+    check = check_config(minimal, dict(os.environ, ZITADEL_API_KEY_JSON=issuer.api_key_json))
+    assert check.returncode == 0, check.stderr
+    assert "api default: audiences 123456789012345678; issuers default;" in check.stdout
+    assert "rule 2: any host, prefix /admin, any method -> api default, a role of admin" in check.stdout
