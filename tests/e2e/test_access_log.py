@@ -2,6 +2,7 @@
 filter state (wasm.oauth_introspection.*) and the shipped configs log it as JSON beside Envoy's
 own fields (envoy/envoy.yaml.in). Read from the real Envoy's access log file, for an allow and
 for each kind of denial the demo configuration can give; never a token."""
+import json
 import uuid
 
 from stack import raw_get, wait_for
@@ -59,8 +60,10 @@ def test_a_public_route_is_logged_as_such(envoy):
     assert outcome(entry) == {"decision": "allow", "reason": "public"}
 
 
-def test_the_query_is_not_logged(envoy, tokens):
-    token = tokens("reader-opaque")
-    resp, entry = send(envoy, f"/public?access_token={token}")
+def test_the_query_is_not_logged(envoy):
+    # A query may carry secrets (RFC 6750 allows access_token=...; not one of this run's tokens,
+    # so that the responses' scan for secrets does not flag the request line).
+    marker = uuid.uuid4().hex
+    resp, entry = send(envoy, f"/public?access_token={marker}")
     assert resp.status == 200
-    assert entry["path"] == "/public" and token not in str(entry)
+    assert entry["path"] == "/public" and marker not in json.dumps(entry)
