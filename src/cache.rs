@@ -21,7 +21,7 @@
 //! the fingerprint of its issuer's configuration: what one issuer said never
 //! answers for another, and what an older configuration kept is not trusted.
 
-use crate::introspection::{Identity, Rejection, Verdict};
+use crate::claims::{Identity, Rejection, Verdict};
 use crate::token::TokenHash;
 
 /// Access to proxy-wasm shared data, behind a trait so the cache is plain

@@ -11,10 +11,10 @@ use sha2::{Digest, Sha256};
 
 use crate::authority::HostPattern;
 use crate::cache::CacheSettings;
+use crate::claims::Extraction;
 use crate::client_auth::ClientAuth;
 use crate::config::{ConfigError, EnvLookup, RawAccess, RawApi, RawCache, RawConfig, RawIssuer, RawRule};
 use crate::headers;
-use crate::introspection::Extraction;
 use crate::path::read_path;
 use crate::policy::{Api, ApiId, Endpoint, IdentityHeaders, Issuer, IssuerId, Policy, TrustedIssuer};
 use crate::rules::{is_role_name, Access, PathPattern, Rule, Rules, Target};

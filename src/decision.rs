@@ -12,7 +12,7 @@
 //! audience or missing role (401, 403) before the issuers' refusals (401).
 
 use crate::authority::{canonical_authority, HostError};
-use crate::introspection::{Identity, Rejection, Verdict};
+use crate::claims::{Identity, Rejection, Verdict};
 use crate::path::{read_path, PathError};
 use crate::policy::{ApiId, IssuerId, Policy};
 use crate::request::Repeated;

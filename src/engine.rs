@@ -24,10 +24,11 @@ use log::{debug, error, warn};
 use sha2::{Digest, Sha256};
 
 use crate::cache::{StoreOutcome, VerdictCache};
+use crate::claims::Verdict;
 use crate::coalesce::{Claim, InFlightTable, LeaderState};
 use crate::decision::{self, Admission, Check, Decision, Failure, Request, Start, Step};
 use crate::host::{CallAnswer, Host};
-use crate::introspection::{self, IssuerError, Verdict};
+use crate::introspection::{self, IssuerError};
 use crate::metrics::{Counter, IssuerCounter};
 use crate::policy::{ApiId, Issuer, IssuerId, Policy};
 use crate::probe::{Prober, PROBE_DELAY};

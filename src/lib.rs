@@ -11,6 +11,7 @@
 
 pub mod authority;
 pub mod cache;
+pub mod claims;
 pub mod client_auth;
 pub mod coalesce;
 pub mod compile;

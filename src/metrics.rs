@@ -102,7 +102,7 @@ mod tests {
     #[test]
     fn every_denial_has_the_counter_named_by_its_reason() {
         use crate::authority::HostError;
-        use crate::introspection::Rejection;
+        use crate::claims::Rejection;
         use crate::path::PathError;
         for denial in [
             Denial::MissingToken,

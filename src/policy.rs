@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use crate::cache::CacheSettings;
+use crate::claims::Extraction;
 use crate::client_auth::ClientAuth;
 pub use crate::ids::{ApiId, IssuerId};
-use crate::introspection::Extraction;
 use crate::rules::Rules;
 use crate::token::TokenHash;
 

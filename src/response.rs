@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::authority::HostError;
-use crate::introspection::Rejection;
+use crate::claims::Rejection;
 use crate::path::PathError;
 
 /// Why a request is not forwarded.

@@ -6,9 +6,8 @@
 
 use oauth_introspection_filter::authority::{canonical_authority, HostPattern, PortReading};
 use oauth_introspection_filter::cache::{decode_entry, encode_entry, CacheEntry};
-use oauth_introspection_filter::introspection::{
-    claim_header_value, evaluate, Extraction, Identity, IssuerResponse, Rejection, Verdict,
-};
+use oauth_introspection_filter::claims::{claim_header_value, Extraction, Identity, Rejection, Verdict};
+use oauth_introspection_filter::introspection::{evaluate, IssuerResponse};
 use oauth_introspection_filter::json::{parse_strict, StrictError};
 use oauth_introspection_filter::load::load;
 use oauth_introspection_filter::path::read_path;
