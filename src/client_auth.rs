@@ -4,20 +4,18 @@
 //!
 //! An RS256 signature costs 6-8 ms inside Envoy's V8, so one assertion is
 //! signed and then reused until shortly before it expires. ZITADEL accepts a
-//! reused assertion (it checks `iat` age, not `jti`).
+//! reused assertion (it checks `iat` age, not `jti`). Signed with jwt-simple,
+//! the one JWT implementation of the filter (it verifies local JWTs too).
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
 
-use base64ct::{Base64, Base64UrlUnpadded, Encoding};
-use rsa::pkcs1::DecodeRsaPrivateKey;
-use rsa::pkcs1v15::SigningKey;
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::signature::{SignatureEncoding, Signer};
-use rsa::RsaPrivateKey;
+use base64ct::{Base64, Encoding};
+use jwt_simple::algorithms::{RS256KeyPair, RSAKeyPairLike};
+use jwt_simple::claims::{Audiences, JWTClaims, NoCustomClaims};
+use jwt_simple::prelude::UnixTimeStamp;
 use serde::Deserialize;
-use serde_json::{json, Value};
-use sha2::Sha256;
+use serde_json::Value;
 
 use crate::config::{ConfigError, EnvLookup, RawClientAuth};
 use crate::introspection::{form_encode_into, ClientProof};
@@ -253,9 +251,8 @@ pub struct KeyError;
 
 /// Signs RS256 client assertions (RFC 7523) with the application key.
 pub struct AssertionSigner {
-    key: SigningKey<Sha256>,
-    /// The assertion's JOSE header, Base64url-encoded once: it never changes.
-    encoded_header: String,
+    /// The key, with the key file's `keyId` as the header's `kid`.
+    key: RS256KeyPair,
     client_id: String,
     audience: String,
     lifetime_secs: u64,
@@ -272,13 +269,9 @@ impl AssertionSigner {
         audience: String,
         lifetime_secs: u64,
     ) -> Result<Self, KeyError> {
-        let key = RsaPrivateKey::from_pkcs1_pem(key_pem)
-            .or_else(|_| RsaPrivateKey::from_pkcs8_pem(key_pem))
-            .map_err(|_| KeyError)?;
-        let header = json!({"alg": "RS256", "typ": "JWT", "kid": key_id}).to_string();
+        let key = RS256KeyPair::from_pem(key_pem).map_err(|_| KeyError)?.with_key_id(key_id);
         Ok(AssertionSigner {
-            key: SigningKey::new(key),
-            encoded_header: Base64UrlUnpadded::encode_string(header.as_bytes()),
+            key,
             client_id,
             audience,
             lifetime_secs,
@@ -303,21 +296,21 @@ impl AssertionSigner {
         }
     }
 
+    /// Header `{"alg":"RS256","typ":"JWT","kid":…}`; claims `iss` = `sub` = the
+    /// client id, `aud`, `iat`, `exp`, a random `jti`.
     fn sign(&self, now: u64, expires_at: u64) -> Result<String, SigningError> {
-        let claims = json!({
-            "iss": self.client_id,
-            "sub": self.client_id,
-            "aud": self.audience,
-            "iat": now,
-            "exp": expires_at,
-            "jti": unique_id()?,
-        })
-        .to_string();
-        let mut jwt = format!("{}.{}", self.encoded_header, Base64UrlUnpadded::encode_string(claims.as_bytes()));
-        let signature = self.key.try_sign(jwt.as_bytes()).map_err(|_| SigningError)?;
-        jwt.push('.');
-        jwt.push_str(&Base64UrlUnpadded::encode_string(&signature.to_bytes()));
-        Ok(jwt)
+        let claims = JWTClaims {
+            issued_at: Some(UnixTimeStamp::from_secs(now)),
+            expires_at: Some(UnixTimeStamp::from_secs(expires_at)),
+            invalid_before: None,
+            issuer: Some(self.client_id.clone()),
+            subject: Some(self.client_id.clone()),
+            audiences: Some(Audiences::AsString(self.audience.clone())),
+            jwt_id: Some(unique_id()?),
+            nonce: None,
+            custom: NoCustomClaims {},
+        };
+        self.key.sign(claims).map_err(|_| SigningError)
     }
 }
 
@@ -331,18 +324,16 @@ fn unique_id() -> Result<String, SigningError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use rsa::pkcs1v15::{Signature, VerifyingKey};
-    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
-    use rsa::signature::Verifier;
+    use base64ct::Base64UrlUnpadded;
+    use jwt_simple::algorithms::RSAPublicKeyLike;
+    use jwt_simple::common::VerificationOptions;
+    use serde_json::json;
     use std::sync::OnceLock;
 
-    /// One RSA key for all tests: generating it is the slow part.
+    /// One RSA key for all tests (PKCS#8 PEM): generating it is the slow part.
     pub(crate) fn test_key_pem() -> &'static str {
         static PEM: OnceLock<String> = OnceLock::new();
-        PEM.get_or_init(|| {
-            let key = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
-            key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string()
-        })
+        PEM.get_or_init(|| RS256KeyPair::generate(2048).unwrap().to_pem().unwrap())
     }
 
     fn signer() -> AssertionSigner {
@@ -367,19 +358,22 @@ pub(crate) mod tests {
         assert_eq!(claims["iat"], now);
         assert_eq!(claims["exp"], now + 600);
         assert_eq!(claims["jti"].as_str().map(str::len), Some(32));
-        let private = RsaPrivateKey::from_pkcs8_pem(test_key_pem()).unwrap();
-        let verifier = VerifyingKey::<Sha256>::new(private.to_public_key());
-        let signature = Signature::try_from(Base64UrlUnpadded::decode_vec(parts[2]).unwrap().as_slice()).unwrap();
-        let signed = format!("{}.{}", parts[0], parts[1]);
-        assert!(verifier.verify(signed.as_bytes(), &signature).is_ok());
-        assert!(verifier.verify(b"something else", &signature).is_err());
+        assert_eq!(claims.as_object().map(|c| c.len()), Some(6));
+        let public = RS256KeyPair::from_pem(test_key_pem()).unwrap().public_key();
+        let at_issue =
+            VerificationOptions { artificial_time: Some(UnixTimeStamp::from_secs(now)), ..Default::default() };
+        assert!(public.verify_token::<NoCustomClaims>(&jwt, Some(at_issue.clone())).is_ok());
+        let tampered = format!("{}.{}.{}", parts[0], parts[1], &parts[2][..parts[2].len() - 2]);
+        assert!(public.verify_token::<NoCustomClaims>(&tampered, Some(at_issue)).is_err());
     }
 
     #[test]
     fn pkcs1_keys_are_accepted_and_garbage_is_not() {
         use rsa::pkcs1::EncodeRsaPrivateKey;
-        let private = RsaPrivateKey::from_pkcs8_pem(test_key_pem()).unwrap();
+        use rsa::pkcs8::{DecodePrivateKey, LineEnding};
+        let private = rsa::RsaPrivateKey::from_pkcs8_pem(test_key_pem()).unwrap();
         let pkcs1 = private.to_pkcs1_pem(LineEnding::LF).unwrap();
+        assert!(pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
         assert!(AssertionSigner::new(&pkcs1, "k", "c".into(), "a".into(), 600).is_ok());
         for bad in ["", "not a key", "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n"] {
             assert_eq!(AssertionSigner::new(bad, "k", "c".into(), "a".into(), 600).err(), Some(KeyError));
