@@ -15,7 +15,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::json::{parse_strict, strip_position, StrictError};
+use crate::json::{parse_strict, path_at, strip_position, StrictError};
 
 /// A configuration error: which field, and what is wrong with it.
 /// Never carries secret values.
@@ -47,23 +47,25 @@ const SECRET_FIELDS: [&str; 4] = ["client_secret", "client_secret_env", "key", "
 /// The field name used when the error is about the configuration as a whole.
 pub const WHOLE: &str = "(configuration)";
 
-/// Reads the plugin configuration's JSON into its shape.
+/// Reads the plugin configuration's JSON into its shape. serde_json reads
+/// the text (not the parsed value) so that its errors say where they are,
+/// which `path_at` turns into the field's name.
 pub(crate) fn read(json: &[u8]) -> Result<RawConfig, ConfigError> {
-    let value = parse_strict(json).map_err(|err| match err {
+    parse_strict(json).map_err(|err| match err {
         StrictError::Syntax(problem) => ConfigError::new(WHOLE, problem),
         StrictError::Duplicate { path } => {
             ConfigError::new(if path.is_empty() { WHOLE.to_string() } else { path }, "appears twice; give it once")
         }
     })?;
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
-        let problem = strip_position(&err.into_inner().to_string());
-        // For a missing member the path names its parent: append the member.
+    serde_json::from_slice(json).map_err(|err| {
+        let path = path_at(json, err.line(), err.column());
+        let problem = strip_position(&err.to_string());
+        // For a missing member the place is its object's end: append the member.
         let missing = problem.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
         let field = match (path.as_str(), missing) {
-            (".", Some(member)) => member.to_string(),
-            // An unknown member named "" has the empty path.
-            (".", None) | ("", None) => WHOLE.to_string(),
+            ("", Some(member)) => member.to_string(),
+            // An unknown member named "" has the empty path too.
+            ("", None) => WHOLE.to_string(),
             (_, Some(member)) => format!("{path}.{member}"),
             (_, None) => path,
         };
@@ -90,6 +92,8 @@ pub(crate) struct RawConfig {
     pub introspection: Option<RawEndpoint>,
     #[serde(default)]
     pub client_auth: Option<RawClientAuth>,
+    #[serde(default)]
+    pub jwt: Option<RawJwt>,
     #[serde(default)]
     pub audiences: Option<Vec<String>>,
     #[serde(default)]
@@ -123,6 +127,35 @@ pub(crate) struct RawIssuer {
     pub issuer: String,
     pub introspection: RawEndpoint,
     pub client_auth: RawClientAuth,
+    /// How the issuer's JWT access tokens are checked (default: introspected).
+    #[serde(default)]
+    pub jwt: Option<RawJwt>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJwt {
+    #[serde(default)]
+    pub mode: RawJwtMode,
+    /// The rest apply to the local mode only, and are refused with the other.
+    #[serde(default)]
+    pub jwks_path: Option<String>,
+    #[serde(default)]
+    pub jwks_refresh_seconds: Option<u64>,
+    #[serde(default)]
+    pub jwks_min_refresh_seconds: Option<u64>,
+    #[serde(default)]
+    pub jwks_max_stale_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawJwtMode {
+    /// Asked of the issuer, as opaque tokens are.
+    #[default]
+    Introspect,
+    /// Verified against the issuer's published keys.
+    Local,
 }
 
 #[derive(Deserialize)]

@@ -48,6 +48,93 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, StrictError> {
     }
 }
 
+/// The path (`issuers.main.introspection`, `rules[2].access`; empty for the
+/// top) of what stands at `line` and `column` of a JSON text, as serde_json
+/// reports the place of an error: the member name, value or closing bracket
+/// there, or the last one before it. The text must be valid JSON.
+pub fn path_at(text: &[u8], line: usize, column: usize) -> String {
+    let line_start = if line <= 1 {
+        0
+    } else {
+        let mut newlines = text.iter().enumerate().filter(|(_, &b)| b == b'\n');
+        newlines.nth(line - 2).map_or(text.len(), |(at, _)| at + 1)
+    };
+    let target = line_start.saturating_add(column.saturating_sub(1));
+    // The slot each open container gives its current child: a member's name
+    // (none before the first name is read) or an element's index.
+    let mut frames: Vec<Option<Segment>> = Vec::new();
+    let slots = |frames: &[Option<Segment>]| -> Vec<Segment> {
+        frames
+            .iter()
+            .flatten()
+            .map(|segment| match segment {
+                Segment::Member(name) => Segment::Member(name.clone()),
+                Segment::Index(i) => Segment::Index(*i),
+            })
+            .collect()
+    };
+    let mut best = Vec::new();
+    let mut expecting_name = false;
+    let mut at = 0;
+    while at < text.len() && at <= target {
+        let byte = text[at];
+        match byte {
+            b'{' | b'[' => {
+                best = slots(&frames);
+                frames.push(if byte == b'[' { Some(Segment::Index(0)) } else { None });
+                expecting_name = byte == b'{';
+            }
+            b'}' | b']' => {
+                frames.pop();
+                best = slots(&frames);
+                expecting_name = false;
+            }
+            b',' => match frames.last_mut() {
+                Some(Some(Segment::Index(i))) => *i += 1,
+                Some(slot) => {
+                    *slot = None;
+                    expecting_name = true;
+                }
+                None => {}
+            },
+            b'"' => {
+                let end = string_end(text, at);
+                if expecting_name {
+                    let name = serde_json::from_slice::<String>(text.get(at..=end).unwrap_or_default());
+                    if let Some(slot) = frames.last_mut() {
+                        *slot = Some(Segment::Member(name.unwrap_or_default()));
+                    }
+                    expecting_name = false;
+                }
+                best = slots(&frames);
+                at = end;
+            }
+            b':' | b' ' | b'\t' | b'\n' | b'\r' => {}
+            _ => {
+                best = slots(&frames);
+                while at + 1 < text.len() && !b",]}: \t\n\r".contains(&text[at + 1]) {
+                    at += 1;
+                }
+            }
+        }
+        at += 1;
+    }
+    join_outer_first(best)
+}
+
+/// The index of the quote that closes the string opening at `start`.
+fn string_end(text: &[u8], start: usize) -> usize {
+    let mut at = start + 1;
+    while at < text.len() {
+        match text[at] {
+            b'\\' => at += 2,
+            b'"' => return at,
+            _ => at += 1,
+        }
+    }
+    text.len()
+}
+
 /// serde_json appends " at line L column C"; callers name a field instead.
 pub fn strip_position(message: &str) -> String {
     message.rsplit_once(" at line ").map_or(message, |(problem, _)| problem).to_string()
@@ -61,6 +148,10 @@ enum Segment {
 /// Segments are collected innermost first while the error unwinds.
 fn join_path(mut segments: Vec<Segment>) -> String {
     segments.reverse();
+    join_outer_first(segments)
+}
+
+fn join_outer_first(segments: Vec<Segment>) -> String {
     let mut path = String::new();
     for segment in segments {
         match segment {
@@ -187,6 +278,28 @@ mod tests {
         for (text, path) in cases {
             assert_eq!(parse_strict(text), Err(StrictError::Duplicate { path: path.into() }), "{path}");
         }
+    }
+
+    #[test]
+    fn path_at_names_what_stands_at_a_place() {
+        let text = b"{\"a\": {\"b\": [1, {\"c\": \"x\\\"}\"}],\n \"d\": true}, \"e\": 2}";
+        let at = |needle: &str| {
+            let offset = text.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap();
+            let line = 1 + text[..offset].iter().filter(|&&b| b == b'\n').count();
+            let line_start = text[..offset].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            path_at(text, line, offset - line_start + 1)
+        };
+        assert_eq!(at("{\"a"), "");
+        assert_eq!(at("\"a\""), "a");
+        assert_eq!(at("1,"), "a.b[0]");
+        assert_eq!(at("\"c\""), "a.b[1].c");
+        assert_eq!(at("\"x"), "a.b[1].c");
+        assert_eq!(at("}],"), "a.b[1]");
+        assert_eq!(at("],"), "a.b");
+        assert_eq!(at("true"), "a.d");
+        assert_eq!(at("}, \"e"), "a");
+        assert_eq!(at("2}"), "e");
+        assert_eq!(path_at(text, 9, 9), "");
     }
 
     #[test]
