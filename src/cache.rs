@@ -177,14 +177,18 @@ pub struct CacheEntry {
 const ENTRY_VERSION: u8 = 4;
 
 const KIND_VALID: u8 = 0;
-/// The rejections an issuer's answer gives, and so the only ones cached.
-const REJECTIONS: [(u8, Rejection); 6] = [
+/// The rejections an issuer's answer or a locally verified JWT gives, and so
+/// the only ones cached. Not `UnknownKey`: the next key refresh may change it.
+const REJECTIONS: [(u8, Rejection); 9] = [
     (1, Rejection::Inactive),
     (2, Rejection::Expired),
     (3, Rejection::NotYetValid),
     (5, Rejection::WrongIssuer),
     (6, Rejection::NotBearerAccessToken),
     (7, Rejection::SenderConstrained),
+    (8, Rejection::BadHeader),
+    (9, Rejection::BadSignature),
+    (10, Rejection::BadClaims),
 ];
 
 /// Binary layout: version u8, fingerprint u64, token hash [32],
@@ -398,10 +402,13 @@ pub(crate) mod tests {
         }
     }
 
-    /// Audience and trust are each API's own decision, never cached.
+    /// Audience and trust are each API's own decision, never cached; nor is an
+    /// unknown key, which the next refresh of the issuer's keys may bring.
     #[test]
-    fn api_level_rejections_are_not_cacheable() {
-        for rejection in [Rejection::WrongAudience, Rejection::UntrustedIssuer, Rejection::NoIssuer] {
+    fn api_level_and_unknown_key_rejections_are_not_cacheable() {
+        for rejection in
+            [Rejection::WrongAudience, Rejection::UntrustedIssuer, Rejection::NoIssuer, Rejection::UnknownKey]
+        {
             let entry = CacheEntry {
                 fingerprint: 9,
                 token: token("t"),

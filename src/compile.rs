@@ -13,11 +13,15 @@ use crate::authority::HostPattern;
 use crate::cache::CacheSettings;
 use crate::claims::Extraction;
 use crate::client_auth::ClientAuth;
-use crate::config::{ConfigError, EnvLookup, RawAccess, RawApi, RawCache, RawConfig, RawIssuer, RawRule};
+use crate::config::{ConfigError, EnvLookup, RawAccess, RawApi, RawCache, RawConfig, RawIssuer, RawJwtMode, RawRule};
 use crate::headers;
+use crate::keyring::KeySchedule;
 use crate::path::read_path;
-use crate::policy::{Api, ApiId, Endpoint, IdentityHeaders, Issuer, IssuerId, Policy, TrustedIssuer};
+use crate::policy::{Api, ApiId, Endpoint, IdentityHeaders, Issuer, IssuerId, LocalJwt, Policy, TrustedIssuer};
 use crate::rules::{is_role_name, Access, PathPattern, Rule, Rules, Target};
+
+/// Where ZITADEL publishes its signing keys.
+pub const DEFAULT_JWKS_PATH: &str = "/oauth/v2/keys";
 
 /// The name the shorthand gives its one issuer and its one API.
 pub const DEFAULT_NAME: &str = "default";
@@ -63,14 +67,15 @@ pub(crate) fn compile(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Policy, 
     // the API app of each project (ZITADEL answers active only to a client
     // whose project is in the token's aud).
     let mut issuer_ids = BTreeMap::new();
-    let mut drafts: Vec<(String, String, Endpoint, ClientAuth)> = Vec::new();
+    let mut drafts: Vec<(String, String, Endpoint, ClientAuth, Option<LocalJwt>)> = Vec::new();
     for issuer in raw_issuers {
         let url = issuer_url(&issuer)?;
         let endpoint = endpoint(&issuer, &url)?;
+        let jwt = local_jwt(&issuer, &endpoint)?;
         let field = format!("{}client_auth", issuer.field);
         let client_auth = ClientAuth::from_config(issuer.raw.client_auth, &field, &url, env)?;
         issuer_ids.insert(issuer.name.clone(), IssuerId(drafts.len()));
-        drafts.push((issuer.name, url, endpoint, client_auth));
+        drafts.push((issuer.name, url, endpoint, client_auth, jwt));
     }
 
     let mut api_ids = BTreeMap::new();
@@ -82,7 +87,7 @@ pub(crate) fn compile(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Policy, 
     }
 
     let mut issuers = Vec::with_capacity(drafts.len());
-    for (index, (name, url, endpoint, client_auth)) in drafts.into_iter().enumerate() {
+    for (index, (name, url, endpoint, client_auth, jwt)) in drafts.into_iter().enumerate() {
         let trusting: Vec<&ApiDraft> = apis.iter().filter(|api| api.issuers.contains(&IssuerId(index))).collect();
         let extraction = Extraction {
             issuer: url,
@@ -91,11 +96,11 @@ pub(crate) fn compile(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Policy, 
             header_claims: union(trusting.iter().flat_map(|api| api.claim_headers.iter().map(|(_, claim)| claim))),
             clock_skew_secs: raw.clock_skew_seconds,
         };
-        let fingerprint = fingerprint(&extraction, &endpoint, client_auth.client_id(), &cache);
+        let fingerprint = fingerprint(&extraction, &endpoint, client_auth.client_id(), &cache, jwt.is_some());
         // The fingerprint too: two plugins that share a namespace (same plugin name
         // on one VM id) with different issuer setups never wait on each other's calls.
         let key_scope = format!("{name}\0{}\0{fingerprint:016x}", extraction.issuer);
-        issuers.push(Issuer { name, endpoint, client_auth, extraction, fingerprint, key_scope });
+        issuers.push(Issuer { name, endpoint, client_auth, extraction, fingerprint, key_scope, jwt });
     }
 
     let forwarded_headers = union(&apis.iter().flat_map(ApiDraft::header_names).collect::<Vec<_>>());
@@ -135,6 +140,7 @@ fn expand(raw: &mut RawConfig) -> Result<Expanded, ConfigError> {
             issuer: raw.issuer.take().ok_or_else(|| missing("issuer"))?,
             introspection: raw.introspection.take().ok_or_else(|| missing("introspection"))?,
             client_auth: raw.client_auth.take().ok_or_else(|| missing("client_auth"))?,
+            jwt: raw.jwt.take(),
         };
         let api = RawApi {
             audiences: raw.audiences.take(),
@@ -152,6 +158,7 @@ fn expand(raw: &mut RawConfig) -> Result<Expanded, ConfigError> {
         ("issuer", raw.issuer.is_some()),
         ("introspection", raw.introspection.is_some()),
         ("client_auth", raw.client_auth.is_some()),
+        ("jwt", raw.jwt.is_some()),
         ("audiences", raw.audiences.is_some()),
         ("project_id", raw.project_id.is_some()),
         ("role_claims", raw.role_claims.is_some()),
@@ -233,6 +240,47 @@ fn endpoint(issuer: &Named<RawIssuer>, url: &str) -> Result<Endpoint, ConfigErro
         timeout: Duration::from_millis(raw.timeout_ms),
         max_in_flight: raw.max_in_flight,
     })
+}
+
+/// The `jwt` of an issuer: `None` for the introspect mode (the default).
+fn local_jwt(issuer: &Named<RawIssuer>, endpoint: &Endpoint) -> Result<Option<LocalJwt>, ConfigError> {
+    let Some(raw) = &issuer.raw.jwt else { return Ok(None) };
+    let local_only = [
+        ("jwks_path", raw.jwks_path.is_some()),
+        ("jwks_refresh_seconds", raw.jwks_refresh_seconds.is_some()),
+        ("jwks_min_refresh_seconds", raw.jwks_min_refresh_seconds.is_some()),
+        ("jwks_max_stale_seconds", raw.jwks_max_stale_seconds.is_some()),
+    ];
+    if raw.mode == RawJwtMode::Introspect {
+        if let Some((member, _)) = local_only.iter().find(|(_, given)| *given) {
+            return Err(issuer.error(&format!("jwt.{member}"), "applies only with jwt.mode \"local\""));
+        }
+        return Ok(None);
+    }
+    let jwks_path = raw.jwks_path.clone().unwrap_or_else(|| DEFAULT_JWKS_PATH.into());
+    if !jwks_path.starts_with('/') || jwks_path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        return Err(issuer.error("jwt.jwks_path", "must be an absolute path such as /oauth/v2/keys"));
+    }
+    let refresh = raw.jwks_refresh_seconds.unwrap_or(300);
+    if !(1..=86_400).contains(&refresh) {
+        return Err(issuer.error("jwt.jwks_refresh_seconds", "must be between 1 and 86400"));
+    }
+    let min_refresh = raw.jwks_min_refresh_seconds.unwrap_or(refresh.min(10));
+    if !(1..=refresh).contains(&min_refresh) {
+        return Err(issuer.error("jwt.jwks_min_refresh_seconds", "must be between 1 and jwt.jwks_refresh_seconds"));
+    }
+    let max_stale = raw.jwks_max_stale_seconds.unwrap_or(3600);
+    if max_stale > 604_800 {
+        return Err(issuer.error("jwt.jwks_max_stale_seconds", "must be at most 604800 (7 days)"));
+    }
+    let timeout_ms = u64::try_from(endpoint.timeout.as_millis()).unwrap_or(u64::MAX);
+    let schedule = KeySchedule {
+        refresh_ms: refresh * 1000,
+        min_refresh_ms: min_refresh * 1000,
+        max_stale_ms: max_stale * 1000,
+        stale_fetch_ms: timeout_ms.saturating_add(1000),
+    };
+    Ok(Some(LocalJwt { jwks_path, schedule }))
 }
 
 fn api_draft(api: Named<RawApi>, issuer_ids: &BTreeMap<String, IssuerId>) -> Result<ApiDraft, ConfigError> {
@@ -530,7 +578,13 @@ fn union<'a>(values: impl IntoIterator<Item = &'a String>) -> Vec<String> {
 /// verdict kept under one extraction (its audiences, the claims at each
 /// index), one endpoint, one client or one TTL must not be read under
 /// another. A new key or secret for the same client keeps the verdicts.
-pub fn fingerprint(extraction: &Extraction, endpoint: &Endpoint, client_id: &str, cache: &CacheSettings) -> u64 {
+pub fn fingerprint(
+    extraction: &Extraction,
+    endpoint: &Endpoint,
+    client_id: &str,
+    cache: &CacheSettings,
+    local_jwt: bool,
+) -> u64 {
     let numbers = format!("{}/{}/{}", cache.max_ttl_secs, cache.negative_ttl_secs, extraction.clock_skew_secs);
     let mut hasher = Sha256::new();
     let mut part = |text: &str| {
@@ -551,6 +605,11 @@ pub fn fingerprint(extraction: &Extraction, endpoint: &Endpoint, client_id: &str
     }
     part("\u{1}numbers");
     part(&numbers);
+    // A verdict on a JWT verified locally is not one the issuer gave: switching
+    // back to introspection must not keep them.
+    if local_jwt {
+        part("\u{1}jwt-local");
+    }
     let digest: [u8; 32] = hasher.finalize().into();
     let [a, b, c, d, e, f, g, h, ..] = digest;
     u64::from_be_bytes([a, b, c, d, e, f, g, h])

@@ -456,6 +456,42 @@ fn invalid_gateway_configs_name_the_field() {
         ("rules[0].host", Box::new(|c| c["rules"][0]["host"] = json!(["a.example"]))),
         ("rules[0].host", Box::new(|c| c["rules"][0]["host"] = json!("orders.example.com."))),
         ("rules[0].host", Box::new(|c| c["rules"][0]["host"] = json!("[0:0::1]"))),
+        ("jwt", Box::new(|c| c["jwt"] = json!({"mode": "local"}))),
+        ("issuers.main.jwt.mode", Box::new(|c| c["issuers"]["main"]["jwt"] = json!({"mode": "jwks"}))),
+        ("issuers.main.jwt.mode", Box::new(|c| c["issuers"]["main"]["jwt"] = json!({"mode": true}))),
+        ("issuers.main.jwt.jwks_uri", Box::new(|c| c["issuers"]["main"]["jwt"] = json!({"jwks_uri": "/k"}))),
+        ("issuers.main.jwt.jwks_path", Box::new(|c| c["issuers"]["main"]["jwt"] = json!({"jwks_path": "/k"}))),
+        (
+            "issuers.main.jwt.jwks_refresh_seconds",
+            Box::new(|c| c["issuers"]["main"]["jwt"] = json!({"mode": "introspect", "jwks_refresh_seconds": 60})),
+        ),
+        (
+            "issuers.main.jwt.jwks_path",
+            Box::new(|c| c["issuers"]["main"]["jwt"] = json!({"mode": "local", "jwks_path": "oauth/v2/keys"})),
+        ),
+        (
+            "issuers.main.jwt.jwks_refresh_seconds",
+            Box::new(|c| c["issuers"]["main"]["jwt"] = json!({"mode": "local", "jwks_refresh_seconds": 0})),
+        ),
+        (
+            "issuers.main.jwt.jwks_refresh_seconds",
+            Box::new(|c| c["issuers"]["main"]["jwt"] = json!({"mode": "local", "jwks_refresh_seconds": -5})),
+        ),
+        (
+            "issuers.main.jwt.jwks_min_refresh_seconds",
+            Box::new(|c| {
+                c["issuers"]["main"]["jwt"] =
+                    json!({"mode": "local", "jwks_refresh_seconds": 30, "jwks_min_refresh_seconds": 31})
+            }),
+        ),
+        (
+            "issuers.main.jwt.jwks_min_refresh_seconds",
+            Box::new(|c| c["issuers"]["main"]["jwt"] = json!({"mode": "local", "jwks_min_refresh_seconds": 0})),
+        ),
+        (
+            "issuers.main.jwt.jwks_max_stale_seconds",
+            Box::new(|c| c["issuers"]["main"]["jwt"] = json!({"mode": "local", "jwks_max_stale_seconds": 604801})),
+        ),
     ];
     for (field, break_it) in cases {
         let mut config = gateway();
@@ -574,4 +610,34 @@ fn errors_never_repeat_a_secret() {
     named["client_auth"] =
         json!({"method": "client_secret_basic", "client_id": "a", "client_secret_env": "API_SECRET"});
     assert!(load_value(&named).err().unwrap().to_string().contains("API_SECRET is not set"));
+}
+
+#[test]
+fn local_jwt_mode_compiles_with_defaults_and_one_second_values() {
+    let mut config = gateway();
+    config["issuers"]["main"]["jwt"] = json!({"mode": "local"});
+    let policy = load_value(&config).unwrap();
+    let local = policy.issuers[0].jwt.as_ref().expect("local mode");
+    assert_eq!(local.jwks_path, "/oauth/v2/keys");
+    assert_eq!(
+        (local.schedule.refresh_ms, local.schedule.min_refresh_ms, local.schedule.max_stale_ms),
+        (300_000, 10_000, 3_600_000)
+    );
+    assert!(policy.issuers[1].jwt.is_none(), "introspect is the default");
+    config["issuers"]["main"]["jwt"] = json!({
+        "mode": "local", "jwks_path": "/keys", "jwks_refresh_seconds": 1, "jwks_min_refresh_seconds": 1,
+        "jwks_max_stale_seconds": 0
+    });
+    let policy = load_value(&config).unwrap();
+    let local = policy.issuers[0].jwt.as_ref().unwrap();
+    assert_eq!(
+        (local.jwks_path.as_str(), local.schedule.refresh_ms, local.schedule.min_refresh_ms),
+        ("/keys", 1000, 1000)
+    );
+    // A short refresh lowers the default minimum with it.
+    config["issuers"]["main"]["jwt"] = json!({"mode": "local", "jwks_refresh_seconds": 4});
+    assert_eq!(load_value(&config).unwrap().issuers[0].jwt.as_ref().unwrap().schedule.min_refresh_ms, 4000);
+    // The mode is part of what cached verdicts depend on.
+    let introspected = load_value(&gateway()).unwrap().issuers[0].fingerprint;
+    assert_ne!(policy.issuers[0].fingerprint, introspected);
 }

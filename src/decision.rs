@@ -79,7 +79,9 @@ pub fn start(policy: &Policy, request: &Request<'_>) -> Start {
         Err(TokenError::Missing) => return Start::Refuse { api: api_id, denial: Denial::MissingToken },
         Err(TokenError::Malformed) => return Start::Refuse { api: api_id, denial: Denial::MalformedToken },
     };
-    let candidates = match token_shape(token) {
+    let shape = token_shape(token);
+    let jwt = matches!(shape, TokenShape::Jwt { .. });
+    let candidates = match shape {
         TokenShape::Opaque => api.issuers.iter().map(|trusted| trusted.id).collect(),
         // Only the trusted issuers at the URL it names (several, when one
         // instance is introspected with the credentials of several projects).
@@ -103,6 +105,7 @@ pub fn start(policy: &Policy, request: &Request<'_>) -> Start {
         api: api_id,
         access: access.clone(),
         token: token.to_owned(),
+        jwt,
         candidates,
         next: 0,
         failure: None,
@@ -126,6 +129,8 @@ pub struct Check {
     api: ApiId,
     access: Access,
     token: String,
+    /// The token is a JWT naming its issuer (which may verify it locally).
+    jwt: bool,
     /// The issuers to ask, in order: those at the URL a JWT names, or all the API's.
     candidates: Vec<IssuerId>,
     next: usize,
@@ -172,6 +177,11 @@ impl Check {
 
     pub fn api(&self) -> ApiId {
         self.api
+    }
+
+    /// Whether the token is a JWT that names its issuer.
+    pub fn is_jwt(&self) -> bool {
+        self.jwt
     }
 
     /// The issuers after the one [`Check::step`] asks.

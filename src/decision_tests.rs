@@ -20,6 +20,13 @@ pub(crate) fn gateway() -> Policy {
     load(gateway_config().to_string().as_bytes(), &|_| None).expect("the gateway configuration compiles")
 }
 
+/// The gateway with the main instance's JWTs verified locally.
+pub(crate) fn local_gateway() -> Policy {
+    let mut config = gateway_config();
+    config["issuers"]["main"]["jwt"] = json!({"mode": "local", "jwks_min_refresh_seconds": 10});
+    load(config.to_string().as_bytes(), &|_| None).expect("the gateway configuration compiles")
+}
+
 fn gateway_config() -> serde_json::Value {
     let basic = |id: &str| json!({"method": "client_secret_basic", "client_id": id, "client_secret": "s3cret"});
     json!({

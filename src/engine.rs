@@ -16,6 +16,11 @@
 //! an issuer only from its own callbacks or from the root's tick: a waiter
 //! that needs the next issuer after its leader's verdict goes on at the next
 //! tick ([`Waiting::Ready`]), not inside the leader's callback.
+//!
+//! A JWT of an issuer in the local JWT mode is verified here instead of
+//! asked about (`jwt`), with the keys its `keyring` keeps. A request whose
+//! key is not at hand waits for a fetch of the keys ([`Waiting::OnKeys`]),
+//! which the root's tick starts, and goes on at the tick after it ends.
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -24,13 +29,15 @@ use log::{debug, error, warn};
 use sha2::{Digest, Sha256};
 
 use crate::cache::{StoreOutcome, VerdictCache};
-use crate::claims::Verdict;
+use crate::claims::{Rejection, Verdict};
 use crate::coalesce::{Claim, InFlightTable, LeaderState};
 use crate::decision::{self, Admission, Check, Decision, Failure, Request, Start, Step};
 use crate::host::{CallAnswer, Host};
 use crate::introspection::{self, IssuerError};
+use crate::jwt;
+use crate::keyring::{FetchError, Keyring, Missing};
 use crate::metrics::{Counter, IssuerCounter};
-use crate::policy::{ApiId, Issuer, IssuerId, Policy};
+use crate::policy::{ApiId, Issuer, IssuerId, LocalJwt, Policy};
 use crate::probe::{Prober, PROBE_DELAY};
 use crate::record::{self, Field};
 use crate::request::underscore_spellings;
@@ -41,6 +48,10 @@ use crate::token::TokenHash;
 pub const WAITER_TICK: Duration = Duration::from_millis(5);
 /// A waiter whose leader vanished leads or waits again at most this often.
 const MAX_ATTEMPTS: u8 = 3;
+/// How often a VM with issuers in the local JWT mode looks whether their keys
+/// are due for a refresh; the first look, a second after the plugin loaded,
+/// fetches them.
+pub const KEYS_TICK: Duration = Duration::from_secs(1);
 
 /// The shared-data namespace of a plugin instance, from its name and root
 /// id: shared data is per VM id, and several plugins (two listeners' filters,
@@ -66,8 +77,17 @@ struct Paused {
     check: Check,
     issuer: IssuerId,
     hash: TokenHash,
-    attempts: u8,
+    tries: Tries,
     waiting: Waiting,
+}
+
+/// How far a request's check got with the issuer it is at.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tries {
+    /// Times it led or waited again after a leader vanished.
+    attempts: u8,
+    /// It waited for a fetch of the issuer's keys once already.
+    waited_for_keys: bool,
 }
 
 enum Waiting {
@@ -77,6 +97,16 @@ enum Waiting {
     OnLeader { slot: u32, deadline_ms: u64 },
     /// Its check goes on at the next tick, with the next issuer.
     Ready,
+    /// Its JWT's key is not at hand: a fetch of the issuer's keys is under
+    /// way or asked for; give up on it after `deadline_ms`.
+    OnKeys { deadline_ms: u64 },
+}
+
+/// A JWT verified locally, or why not yet.
+enum Local {
+    Verdict(Verdict),
+    Wait,
+    Unavailable,
 }
 
 /// One VM's filter: the compiled policy, the views of shared data, and the
@@ -93,6 +123,8 @@ pub struct Engine<H: Host> {
     admitted: RefCell<Vec<u32>>,
     /// The check of the issuers' credentials after the configuration loaded.
     prober: Option<Prober>,
+    /// One per issuer, in the policy's order: the keys of those in the local JWT mode.
+    keyrings: Vec<Option<Keyring>>,
 }
 
 impl<H: Host> Engine<H> {
@@ -112,6 +144,21 @@ impl<H: Host> Engine<H> {
         for table in &in_flight {
             table.prepare(&host);
         }
+        let keyrings: Vec<Option<Keyring>> = policy
+            .issuers
+            .iter()
+            .map(|issuer| {
+                let LocalJwt { jwks_path, schedule } = issuer.jwt.as_ref()?;
+                let scope = format!("{:016x}{jwks_path}", issuer.fingerprint);
+                Some(Keyring::new(namespace, &issuer.name, &scope, schedule.clone()))
+            })
+            .collect();
+        for keyring in keyrings.iter().flatten() {
+            keyring.prepare(&host);
+        }
+        if keyrings.iter().any(Option::is_some) {
+            host.set_tick(KEYS_TICK);
+        }
         Engine {
             host,
             policy,
@@ -120,6 +167,7 @@ impl<H: Host> Engine<H> {
             paused: RefCell::default(),
             admitted: RefCell::default(),
             prober: None,
+            keyrings,
         }
     }
 
@@ -166,7 +214,7 @@ impl<H: Host> Engine<H> {
             Start::Check(check) => match self.host.now_ms() {
                 Some(now_ms) => {
                     self.record_api(check.api());
-                    self.advance(context_id, check, 0, now_ms)
+                    self.advance(context_id, check, Tries::default(), now_ms)
                 }
                 None => {
                     self.note_issuer_error(None, &IssuerError::Clock);
@@ -184,7 +232,7 @@ impl<H: Host> Engine<H> {
 
     /// Takes verdicts for the current request until one decides or it must
     /// wait. Acts on the current (effective) request, `context_id`.
-    fn advance(&self, context_id: u32, mut check: Check, mut attempts: u8, now_ms: u64) -> Flow {
+    fn advance(&self, context_id: u32, mut check: Check, mut tries: Tries, now_ms: u64) -> Flow {
         loop {
             let issuer_id = match check.step() {
                 Step::Done(decision) => return self.conclude(context_id, decision),
@@ -203,12 +251,34 @@ impl<H: Host> Engine<H> {
                 if let Some(decision) = check.record(&self.policy, Ok(&verdict)) {
                     return self.conclude(context_id, decision);
                 }
-                attempts = 0;
+                tries = Tries::default();
                 continue;
             }
             self.host.count(Counter::CacheMisses);
             if let Some(decision) = self.cached_later(&check, now_ms) {
                 return self.conclude(context_id, decision);
+            }
+            let keyring = self.keyrings.get(issuer_id.0).and_then(Option::as_ref).filter(|_| check.is_jwt());
+            if let Some(keyring) = keyring {
+                let outcome = match self.verify_locally(issuer, keyring, check.token(), tries.waited_for_keys, now_ms) {
+                    Local::Verdict(verdict) => {
+                        self.cache.store(&self.host, &hash, issuer.fingerprint, &verdict, now_ms);
+                        check.record(&self.policy, Ok(&verdict))
+                    }
+                    Local::Unavailable => check.record(&self.policy, Err(Failure::Unavailable)),
+                    Local::Wait => {
+                        self.host.set_tick(WAITER_TICK);
+                        let waiting = Waiting::OnKeys { deadline_ms: now_ms.saturating_add(keyring.wait_limit_ms()) };
+                        let paused = Paused { context_id, check, issuer: issuer_id, hash, tries, waiting };
+                        self.paused.borrow_mut().push(paused);
+                        return Flow::Pause;
+                    }
+                };
+                if let Some(decision) = outcome {
+                    return self.conclude(context_id, decision);
+                }
+                tries = Tries::default();
+                continue;
             }
             let waiting = match table.claim(&self.host, &hash, now_ms) {
                 Claim::Full => {
@@ -219,7 +289,7 @@ impl<H: Host> Engine<H> {
                     if let Some(decision) = check.record(&self.policy, Err(Failure::Overloaded)) {
                         return self.conclude(context_id, decision);
                     }
-                    attempts = 0;
+                    tries = Tries::default();
                     continue;
                 }
                 Claim::Wait { slot } => {
@@ -247,12 +317,12 @@ impl<H: Host> Engine<H> {
                         if let Some(decision) = check.record(&self.policy, Err(Failure::Unavailable)) {
                             return self.conclude(context_id, decision);
                         }
-                        attempts = 0;
+                        tries = Tries::default();
                         continue;
                     }
                 },
             };
-            let paused = Paused { context_id, check, issuer: issuer_id, hash, attempts, waiting };
+            let paused = Paused { context_id, check, issuer: issuer_id, hash, tries, waiting };
             self.paused.borrow_mut().push(paused);
             return Flow::Pause;
         }
@@ -268,6 +338,28 @@ impl<H: Host> Engine<H> {
                 Verdict::Invalid(_) => None,
             }
         })
+    }
+
+    /// A JWT of an issuer in the local JWT mode: its verdict from the issuer's
+    /// keys, or a wait for them (once), or none when no usable keys are at hand.
+    fn verify_locally(&self, issuer: &Issuer, keyring: &Keyring, token: &str, waited: bool, now_ms: u64) -> Local {
+        let header = match jwt::read_header(token) {
+            Ok(header) => header,
+            Err(rejection) => return Local::Verdict(Verdict::Invalid(rejection)),
+        };
+        let keys = keyring.keys(&self.host, now_ms);
+        if let Some(key) = keys.as_deref().and_then(|keys| keys.get(&header.kid)) {
+            self.host.count(Counter::JwtVerifications);
+            return Local::Verdict(jwt::verify(token, &header, key, &issuer.extraction, now_ms));
+        }
+        match keyring.missing(&self.host, keys.as_deref(), waited, now_ms) {
+            Missing::Wait => Local::Wait,
+            Missing::UnknownKey => Local::Verdict(Verdict::Invalid(Rejection::UnknownKey)),
+            Missing::Unavailable => {
+                debug!("issuer {}: no usable keys to verify a JWT with", issuer.name);
+                Local::Unavailable
+            }
+        }
     }
 
     fn dispatch(&self, id: IssuerId, issuer: &Issuer, token: &str, now_ms: u64) -> Result<u32, IssuerError> {
@@ -296,6 +388,10 @@ impl<H: Host> Engine<H> {
             if prober.on_call_response(&self.host, &self.policy, call_id, num_headers, body_size, now_ms) {
                 return;
             }
+        }
+        if let Some((id, keyring)) = self.fetch_of(call_id) {
+            self.keys_fetched(id, keyring, num_headers, body_size);
+            return;
         }
         let leader = {
             let mut paused = self.paused.borrow_mut();
@@ -351,7 +447,7 @@ impl<H: Host> Engine<H> {
     fn resume_check(&self, context_id: u32, mut check: Check, outcome: Result<&Verdict, Failure>, now_ms: u64) -> Flow {
         match check.record(&self.policy, outcome) {
             Some(decision) => self.conclude(context_id, decision),
-            None => self.advance(context_id, check, 0, now_ms),
+            None => self.advance(context_id, check, Tries::default(), now_ms),
         }
     }
 
@@ -380,9 +476,21 @@ impl<H: Host> Engine<H> {
         if let Some(prober) = &self.prober {
             prober.on_tick(&self.host, &self.policy, now_ms);
         }
+        self.fetch_due_keys(now_ms);
         for request in self.take_paused(|p| matches!(p.waiting, Waiting::Ready)) {
             let Paused { context_id, check, .. } = request;
-            self.answer(context_id, |engine| engine.advance(context_id, check, 0, now_ms));
+            self.answer(context_id, |engine| engine.advance(context_id, check, Tries::default(), now_ms));
+        }
+        for request in self.take_paused(|p| matches!(p.waiting, Waiting::OnKeys { .. })) {
+            let Waiting::OnKeys { deadline_ms } = request.waiting else { continue };
+            let keyring = self.keyrings.get(request.issuer.0).and_then(Option::as_ref);
+            if keyring.is_some_and(|keyring| !keyring.settled(&self.host, now_ms)) && now_ms < deadline_ms {
+                self.paused.borrow_mut().push(request);
+                continue;
+            }
+            let Paused { context_id, check, tries, .. } = request;
+            let tries = Tries { waited_for_keys: true, ..tries };
+            self.answer(context_id, |engine| engine.advance(context_id, check, tries, now_ms));
         }
         for request in self.take_paused(|p| matches!(p.waiting, Waiting::OnLeader { .. })) {
             let Waiting::OnLeader { slot, deadline_ms } = request.waiting else { continue };
@@ -398,25 +506,97 @@ impl<H: Host> Engine<H> {
                 continue;
             }
             let cached = self.cache.lookup(&self.host, &request.hash, issuer.fingerprint, now_ms);
-            let Paused { context_id, check, attempts, .. } = request;
+            let Paused { context_id, check, tries, .. } = request;
             let outcome = match (state, &cached) {
                 (LeaderState::Failed, _) => Some(Err(Failure::Unavailable)),
                 (_, Some(verdict)) => Some(Ok(verdict)),
                 // Gone without a cached verdict, or waited too long: ask again, a few times.
-                _ if attempts + 1 < MAX_ATTEMPTS => None,
+                _ if tries.attempts + 1 < MAX_ATTEMPTS => None,
                 _ => Some(Err(Failure::Unavailable)),
             };
             match outcome {
                 Some(outcome) => {
                     self.answer(context_id, |engine| engine.resume_check(context_id, check, outcome, now_ms))
                 }
-                None => self.answer(context_id, |engine| engine.advance(context_id, check, attempts + 1, now_ms)),
+                None => {
+                    let tries = Tries { attempts: tries.attempts + 1, ..tries };
+                    self.answer(context_id, |engine| engine.advance(context_id, check, tries, now_ms))
+                }
             }
         }
-        let waiting =
-            self.paused.borrow().iter().any(|p| matches!(p.waiting, Waiting::OnLeader { .. } | Waiting::Ready));
-        if !waiting && !self.prober.as_ref().is_some_and(Prober::is_due) {
-            self.host.set_tick(Duration::ZERO);
+        let waiting = self.paused.borrow().iter().any(|p| !matches!(p.waiting, Waiting::OnCall { .. }));
+        if !waiting {
+            let keys = self.keyrings.iter().any(Option::is_some);
+            let probe = self.prober.as_ref().is_some_and(Prober::is_due);
+            self.host.set_tick(if keys || probe { KEYS_TICK } else { Duration::ZERO });
+        }
+    }
+
+    /// On a tick: fetch the keys of each issuer in the local JWT mode whose
+    /// keys are due, where this VM wins the claim (see `keyring`).
+    fn fetch_due_keys(&self, now_ms: u64) {
+        for (at, keyring) in self.keyrings.iter().enumerate() {
+            let id = IssuerId(at);
+            let Some((keyring, issuer)) = keyring.as_ref().zip(self.policy.issuer(id)) else { continue };
+            let Some(LocalJwt { jwks_path, .. }) = &issuer.jwt else { continue };
+            if !keyring.claim_fetch(&self.host, now_ms) {
+                continue;
+            }
+            let endpoint = &issuer.endpoint;
+            let headers = [
+                (":method", "GET"),
+                (":path", jwks_path.as_str()),
+                (":authority", endpoint.authority.as_str()),
+                ("accept", "application/jwk-set+json, application/json"),
+            ];
+            self.host.count(Counter::JwksFetches);
+            self.host.count_issuer(id, IssuerCounter::JwksFetches);
+            match self.host.dispatch(&endpoint.cluster, &headers, &[], endpoint.timeout) {
+                Some(call_id) => keyring.started(call_id),
+                None => {
+                    let err = FetchError::Answer(IssuerError::Dispatch.to_string());
+                    let _ = keyring.finish(&self.host, Err(err.clone()), now_ms);
+                    self.keys_failed(id, keyring, &err, now_ms);
+                }
+            }
+        }
+    }
+
+    /// The issuer whose keys call `call_id` fetches, if it is such a call of this VM.
+    fn fetch_of(&self, call_id: u32) -> Option<(IssuerId, &Keyring)> {
+        let mut keyrings = self.keyrings.iter().enumerate();
+        keyrings.find_map(|(at, keyring)| Some((IssuerId(at), keyring.as_ref().filter(|k| k.is_call(call_id))?)))
+    }
+
+    /// The answer to a fetch of an issuer's keys: kept for every worker, or
+    /// the last good keys kept. Requests waiting for them go on at the next tick.
+    fn keys_fetched(&self, id: IssuerId, keyring: &Keyring, num_headers: usize, body_size: usize) {
+        let Some(now_ms) = self.host.now_ms() else { return };
+        let answer = CallAnswer::read(&self.host, num_headers, body_size, self.policy.max_response_bytes);
+        let document = answer.map_err(|err| FetchError::Answer(err.to_string()));
+        let result = document.as_ref().map_err(Clone::clone).and_then(key_set_document);
+        match keyring.finish(&self.host, result, now_ms) {
+            Ok(keys) => {
+                let name = self.policy.issuer(id).map_or("-", |issuer| issuer.name.as_str());
+                debug!("issuer {name}: {} signing keys fetched ({} left out)", keys.len(), keys.skipped());
+            }
+            Err(err) => self.keys_failed(id, keyring, &err, now_ms),
+        }
+        self.host.set_tick(WAITER_TICK);
+    }
+
+    fn keys_failed(&self, id: IssuerId, keyring: &Keyring, err: &FetchError, now_ms: u64) {
+        self.host.count(Counter::JwksErrors);
+        self.host.count_issuer(id, IssuerCounter::JwksErrors);
+        let name = self.policy.issuer(id).map_or("-", |issuer| issuer.name.as_str());
+        match keyring.usable_for_ms(&self.host, now_ms) {
+            Some(ms) => warn!(
+                "issuer {name}: fetching its signing keys failed: {err}; the keys fetched before stay in use {} s more",
+                ms / 1000
+            ),
+            None => {
+                error!("issuer {name}: fetching its signing keys failed: {err}; its JWTs get 503 until a fetch works")
+            }
         }
     }
 
@@ -534,6 +714,21 @@ impl<H: Host> Engine<H> {
             _ => warn!("token introspection failed (issuer {name}): {err}"),
         }
     }
+}
+
+/// The body of a keys endpoint's answer, if it is a 200 with a JSON document.
+fn key_set_document(answer: &CallAnswer) -> Result<&[u8], FetchError> {
+    let response = answer.response();
+    match response.status {
+        Some(200) => {}
+        Some(status) => return Err(FetchError::Answer(format!("the issuer answered HTTP {status}"))),
+        None => return Err(FetchError::Answer(IssuerError::NoStatus.to_string())),
+    }
+    let media = response.content_type.and_then(|ct| ct.split(';').next()).map(str::trim).unwrap_or_default();
+    if !(media.eq_ignore_ascii_case("application/json") || media.eq_ignore_ascii_case("application/jwk-set+json")) {
+        return Err(FetchError::Answer("the answer is not application/json".into()));
+    }
+    Ok(response.body)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::cache::tests::MemoryStore;
 use crate::cache::SharedData;
-use crate::decision::tests::{gateway, jwt, MAIN, PARTNER};
+use crate::decision::tests::{gateway, jwt, local_gateway, MAIN, PARTNER};
 use crate::record::Field;
 use crate::response::Reply;
 
@@ -35,6 +35,7 @@ struct Shared {
 struct Call {
     id: u32,
     cluster: String,
+    path: String,
     token: String,
     /// The context whose callback made the call (0: the root), which gets its answer.
     registered: u32,
@@ -84,13 +85,19 @@ impl Host for FakeHost {
         (!self.clock_broken.get()).then(|| self.shared.now_ms.get())
     }
 
-    fn dispatch(&self, cluster: &str, _headers: &[(&str, &str)], body: &[u8], _timeout: Duration) -> Option<u32> {
-        let body = String::from_utf8(body.to_vec()).ok()?;
-        let encoded = body.strip_prefix("token=")?.split('&').next()?;
-        let token = encoded.replace("%2B", "+").replace("%2F", "/").replace("%3D", "=");
+    fn dispatch(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], _timeout: Duration) -> Option<u32> {
+        let path = headers.iter().find(|(name, _)| *name == ":path").map(|(_, value)| value.to_string())?;
+        // An introspection POST carries the token; a GET of the issuer's keys nothing.
+        let token = if body.is_empty() {
+            String::new()
+        } else {
+            let body = String::from_utf8(body.to_vec()).ok()?;
+            let encoded = body.strip_prefix("token=")?.split('&').next()?;
+            encoded.replace("%2B", "+").replace("%2F", "/").replace("%3D", "=")
+        };
         let mut calls = self.shared.calls.borrow_mut();
         let id = u32::try_from(calls.len()).ok()? + 1;
-        calls.push(Call { id, cluster: cluster.to_string(), token, registered: self.callback.get() });
+        calls.push(Call { id, cluster: cluster.to_string(), path, token, registered: self.callback.get() });
         Some(id)
     }
 
@@ -512,8 +519,13 @@ fn verdicts_kept_under_an_older_configuration_are_not_used() {
     policy.apis[1].audiences = vec!["101".into()];
     policy.issuers[0].extraction.audiences = vec!["200".into(), "101".into(), "300".into()];
     let main = &policy.issuers[0];
-    let fingerprint =
-        crate::compile::fingerprint(&main.extraction, &main.endpoint, main.client_auth.client_id(), &policy.cache);
+    let fingerprint = crate::compile::fingerprint(
+        &main.extraction,
+        &main.endpoint,
+        main.client_auth.client_id(),
+        &policy.cache,
+        false,
+    );
     policy.issuers[0].fingerprint = fingerprint;
     let after = worker_with(&shared, policy, "gateway");
     assert_eq!(send(&after, 2, "orders.example.com", "t"), Flow::Pause);
@@ -677,4 +689,172 @@ fn the_credentials_are_probed_once_per_envoy_after_a_load() {
     let reloaded = worker(&shared).with_probe("gateway", b"{\"another\": \"configuration\"}");
     tick(&reloaded);
     assert_eq!(calls(&shared).len(), 4);
+}
+
+// ---- JWTs verified locally (the main issuer in the local JWT mode) ----
+
+/// A JWT of the main instance for project `project`, signed with the test key under `kid`.
+fn local_jwt(kid: &str, project: &str, sub: &str) -> String {
+    let claims = json!({
+        "iss": MAIN, "sub": sub, "aud": [project], "exp": NOW_MS / 1000 + 3600, "iat": NOW_MS / 1000,
+        "jti": format!("jti-{sub}"), "client_id": "client",
+        "urn:zitadel:iam:user:resourceowner:id": "org-1",
+    });
+    crate::jwt::tests::sign(&json!({"alg": "RS256", "kid": kid, "typ": "JWT"}), &claims)
+}
+
+fn key_set(kids: &[&str]) -> Value {
+    json!({ "keys": kids.iter().map(|kid| crate::jwks::tests::rsa_jwk(kid)).collect::<Vec<_>>() })
+}
+
+/// The calls made for the issuer's keys.
+fn key_fetches(shared: &Shared) -> Vec<Call> {
+    calls(shared).into_iter().filter(|call| call.path == "/oauth/v2/keys").collect()
+}
+
+/// The next fetch of the keys, answered with `kids`.
+fn serve_keys(engine: &Engine<FakeHost>, kids: &[&str]) {
+    let fetch = key_fetches(&engine.host().shared).last().cloned().expect("a fetch of the keys");
+    assert_eq!(
+        (fetch.cluster.as_str(), fetch.registered),
+        ("main", 0),
+        "fetched through the issuer's cluster, from the root"
+    );
+    answer(engine, fetch.id, &key_set(kids));
+}
+
+fn advance_clock(shared: &Shared, ms: u64) {
+    shared.now_ms.set(shared.now_ms.get() + ms);
+}
+
+#[test]
+fn a_local_jwt_is_verified_with_no_introspection_call() {
+    let shared = shared();
+    let vm = worker_with(&shared, local_gateway(), "gateway");
+    assert!(vm.host().ticking.get(), "the first tick fetches the keys");
+    tick(&vm);
+    serve_keys(&vm, &["k1"]);
+    assert_eq!(send(&vm, 1, "orders.example.com", &local_jwt("k1", "100", "alice")), Flow::Continue);
+    assert_eq!(header(&vm, 1, "x-auth-subject").as_deref(), Some("alice"));
+    assert_eq!(header(&vm, 1, "x-auth-org").as_deref(), Some("org-1"));
+    // The same token again: the cached verdict, with the route's own checks.
+    assert_eq!(send(&vm, 2, "orders.example.com", &local_jwt("k1", "100", "alice")), Flow::Continue);
+    assert_eq!(send(&vm, 3, "billing.example.com", &local_jwt("k1", "100", "alice")), Flow::Pause);
+    assert_eq!(status(&vm, 3), Some(401));
+    assert_eq!(calls(&shared).len(), 1, "one fetch of the keys, no introspection");
+    let verifications = vm.host().counters.borrow().iter().filter(|c| **c == Counter::JwtVerifications).count();
+    assert_eq!(verifications, 1);
+}
+
+#[test]
+fn jwts_before_the_first_fetch_wait_for_it_on_every_worker() {
+    let shared = shared();
+    let (one, two) =
+        (worker_with(&shared, local_gateway(), "gateway"), worker_with(&shared, local_gateway(), "gateway"));
+    assert_eq!(send(&one, 1, "orders.example.com", &local_jwt("k1", "100", "a")), Flow::Pause);
+    assert_eq!(send(&two, 2, "orders.example.com", &local_jwt("k1", "100", "b")), Flow::Pause);
+    tick(&two);
+    tick(&one);
+    assert_eq!(key_fetches(&shared).len(), 1, "one fetch per Envoy");
+    serve_keys(&two, &["k1"]);
+    tick(&one);
+    tick(&two);
+    assert_eq!((status(&one, 1), status(&two, 2)), (Some(200), Some(200)));
+    assert_eq!(calls(&shared).len(), 1);
+}
+
+#[test]
+fn a_new_kid_fetches_the_keys_once_then_is_admitted_or_refused() {
+    let shared = shared();
+    let vm = worker_with(&shared, local_gateway(), "gateway");
+    tick(&vm);
+    serve_keys(&vm, &["k1"]);
+    advance_clock(&shared, 20_000);
+    // Rotation at the issuer: a token signed under a new kid.
+    assert_eq!(send(&vm, 1, "orders.example.com", &local_jwt("k2", "100", "a")), Flow::Pause);
+    tick(&vm);
+    serve_keys(&vm, &["k1", "k2"]);
+    tick(&vm);
+    assert_eq!(status(&vm, 1), Some(200));
+    assert_eq!(key_fetches(&shared).len(), 2);
+    // A kid the issuer does not publish: one more fetch (10 s later), then 401.
+    advance_clock(&shared, 10_000);
+    assert_eq!(send(&vm, 2, "orders.example.com", &local_jwt("k9", "100", "b")), Flow::Pause);
+    tick(&vm);
+    serve_keys(&vm, &["k1", "k2"]);
+    tick(&vm);
+    assert_eq!(status(&vm, 2), Some(401));
+    assert_eq!(description(&vm, 2), "token is signed with a key its issuer does not publish");
+    // Another random kid right after: refused at once, no fetch (min refresh).
+    assert_eq!(send(&vm, 3, "orders.example.com", &local_jwt("k8", "100", "c")), Flow::Pause);
+    assert_eq!(status(&vm, 3), Some(401));
+    assert_eq!(key_fetches(&shared).len(), 3);
+    // Not cached: once the issuer publishes k9, it is admitted.
+    advance_clock(&shared, 10_000);
+    send(&vm, 4, "orders.example.com", &local_jwt("k9", "100", "b"));
+    tick(&vm);
+    serve_keys(&vm, &["k9"]);
+    tick(&vm);
+    assert_eq!(status(&vm, 4), Some(200));
+    assert_eq!(calls(&shared).len(), 4, "keys only, never introspection");
+}
+
+#[test]
+fn without_usable_keys_a_jwt_gets_503_never_401() {
+    let shared = shared();
+    let vm = worker_with(&shared, local_gateway(), "gateway");
+    send(&vm, 1, "orders.example.com", &local_jwt("k1", "100", "a"));
+    tick(&vm);
+    let fetch = key_fetches(&shared)[0].clone();
+    fail(&vm, fetch.id);
+    tick(&vm);
+    assert_eq!(status(&vm, 1), Some(503));
+    send(&vm, 2, "orders.example.com", &local_jwt("k1", "100", "a"));
+    assert_eq!(status(&vm, 2), Some(503), "no second fetch within min refresh");
+    assert_eq!(key_fetches(&shared).len(), 1);
+    let errors = vm.host().counters.borrow().iter().filter(|c| **c == Counter::JwksErrors).count();
+    assert_eq!(errors, 1);
+}
+
+#[test]
+fn a_failed_refresh_keeps_the_last_good_keys() {
+    let shared = shared();
+    let vm = worker_with(&shared, local_gateway(), "gateway");
+    tick(&vm);
+    serve_keys(&vm, &["k1"]);
+    advance_clock(&shared, 300_000);
+    tick(&vm);
+    let refresh = key_fetches(&shared).last().cloned().unwrap();
+    assert!(deliver(&vm, refresh.id, 200, b"<html>not keys</html>".to_vec()));
+    assert_eq!(send(&vm, 1, "orders.example.com", &local_jwt("k1", "100", "a")), Flow::Continue);
+    assert_eq!(key_fetches(&shared).len(), 2);
+}
+
+#[test]
+fn a_forged_jwt_is_refused_and_the_refusal_cached() {
+    let shared = shared();
+    let vm = worker_with(&shared, local_gateway(), "gateway");
+    tick(&vm);
+    serve_keys(&vm, &["k1"]);
+    let token = local_jwt("k1", "100", "a");
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    let forged = format!("{signed}.{}", "A".repeat(342));
+    send(&vm, 1, "orders.example.com", &forged);
+    assert_eq!(status(&vm, 1), Some(401));
+    assert_eq!(description(&vm, 1), "token signature does not verify");
+    send(&vm, 2, "orders.example.com", &forged);
+    assert_eq!(status(&vm, 2), Some(401));
+    let verifications = vm.host().counters.borrow().iter().filter(|c| **c == Counter::JwtVerifications).count();
+    assert_eq!(verifications, 1, "the second refusal came from the cache");
+}
+
+#[test]
+fn opaque_tokens_of_a_local_issuer_are_still_introspected() {
+    let shared = shared();
+    let vm = worker_with(&shared, local_gateway(), "gateway");
+    assert_eq!(send(&vm, 1, "orders.example.com", "opaque-1"), Flow::Pause);
+    let [call] = &calls(&shared)[..] else { panic!("one call") };
+    assert_eq!((call.path.as_str(), call.token.as_str()), ("/oauth/v2/introspect", "opaque-1"));
+    answer(&vm, call.id, &active(MAIN, "100", &[]));
+    assert_eq!(status(&vm, 1), Some(200));
 }

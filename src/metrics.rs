@@ -27,10 +27,16 @@ pub enum Counter {
     IssuerErrors,
     /// Client assertions signed, for every issuer.
     Signatures,
+    /// JWTs whose signature was checked locally (cache misses of issuers in
+    /// the local JWT mode).
+    JwtVerifications,
+    /// Fetches of an issuer's keys (JWKS), and those that brought none.
+    JwksFetches,
+    JwksErrors,
 }
 
 /// Every counter with its name, in the order they are defined.
-pub const COUNTERS: [(Counter, &str); 16] = [
+pub const COUNTERS: [(Counter, &str); 19] = [
     (Counter::Allowed, "allowed"),
     (Counter::DeniedMissingToken, "denied.missing_token"),
     (Counter::DeniedMalformedToken, "denied.malformed_token"),
@@ -47,6 +53,9 @@ pub const COUNTERS: [(Counter, &str); 16] = [
     (Counter::Coalesced, "introspection.coalesced"),
     (Counter::IssuerErrors, "introspection.issuer_errors"),
     (Counter::Signatures, "assertion.signatures"),
+    (Counter::JwtVerifications, "jwt.verifications"),
+    (Counter::JwksFetches, "jwks.fetches"),
+    (Counter::JwksErrors, "jwks.errors"),
 ];
 
 /// A counter of one issuer: `issuer.<name>.<counter>`.
@@ -59,14 +68,19 @@ pub enum IssuerCounter {
     CredentialsAccepted,
     CredentialsRejected,
     CredentialsUnchecked,
+    /// Fetches of its keys, and those that brought none (local JWT mode).
+    JwksFetches,
+    JwksErrors,
 }
 
-pub const ISSUER_COUNTERS: [(IssuerCounter, &str); 5] = [
+pub const ISSUER_COUNTERS: [(IssuerCounter, &str); 7] = [
     (IssuerCounter::Calls, "calls"),
     (IssuerCounter::Errors, "errors"),
     (IssuerCounter::CredentialsAccepted, "credentials_accepted"),
     (IssuerCounter::CredentialsRejected, "credentials_rejected"),
     (IssuerCounter::CredentialsUnchecked, "credentials_unchecked"),
+    (IssuerCounter::JwksFetches, "jwks_fetches"),
+    (IssuerCounter::JwksErrors, "jwks_errors"),
 ];
 
 /// The full name of a counter as defined with the host.

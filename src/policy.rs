@@ -9,6 +9,7 @@ use crate::cache::CacheSettings;
 use crate::claims::Extraction;
 use crate::client_auth::ClientAuth;
 pub use crate::ids::{ApiId, IssuerId};
+use crate::keyring::KeySchedule;
 use crate::rules::Rules;
 use crate::token::TokenHash;
 
@@ -48,6 +49,16 @@ pub struct Issuer {
     /// Name, URL and fingerprint, NUL-separated: what [`Issuer::token_hash`]
     /// hashes with the token.
     pub key_scope: String,
+    /// Set when its JWTs are verified locally (`jwt.mode` `local`).
+    pub jwt: Option<LocalJwt>,
+}
+
+/// Where an issuer publishes its keys, fetched through its introspection
+/// cluster, and when they are fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalJwt {
+    pub jwks_path: String,
+    pub schedule: KeySchedule,
 }
 
 impl Issuer {

@@ -1,14 +1,18 @@
 //! Property-based fuzzing of every parser that sees request, response or
-//! configuration data: nothing may panic, and each has invariants to keep.
+//! configuration data (key sets and JWTs included): nothing may panic, and
+//! each has invariants to keep.
 //!
 //! `cargo test` runs a short pass (FUZZ_CASES, default 2,000 per property).
 //! The long run, a million cases each: `scripts/fuzz.sh` (README, Security).
 
+use base64ct::{Base64UrlUnpadded, Encoding};
 use oauth_introspection_filter::authority::{canonical_authority, HostPattern, PortReading};
 use oauth_introspection_filter::cache::{decode_entry, encode_entry, CacheEntry};
 use oauth_introspection_filter::claims::{claim_header_value, Extraction, Identity, Rejection, Verdict};
 use oauth_introspection_filter::introspection::{evaluate, IssuerResponse};
-use oauth_introspection_filter::json::{parse_strict, StrictError};
+use oauth_introspection_filter::json::{parse_strict, path_at, StrictError};
+use oauth_introspection_filter::jwks::KeySet;
+use oauth_introspection_filter::jwt::{read_header, verify};
 use oauth_introspection_filter::load::load;
 use oauth_introspection_filter::path::read_path;
 use oauth_introspection_filter::request::{header_pairs, Request};
@@ -362,6 +366,64 @@ proptest! {
             prop_assert_eq!(*name, want_name.as_bytes());
             prop_assert_eq!(*value, want_value.as_slice());
         }
+    }
+
+    #[test]
+    fn key_set_parser_survives_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = KeySet::parse(&bytes);
+    }
+
+    /// Any JSON, and JWK-like members in any combination: no panic, and
+    /// never a usable key from a document that holds no RSA modulus.
+    #[test]
+    fn key_set_parser_takes_only_rsa_keys_with_a_kid(
+        keys in prop::collection::vec(prop::collection::vec((
+            prop::sample::select(vec!["kty", "kid", "alg", "use", "key_ops", "n", "e", "crv", "x", "d"]),
+            prop_oneof![
+                json_value(),
+                prop::sample::select(vec!["RSA", "EC", "RS256", "sig", "AQAB", "k1", "P-256"]).prop_map(Value::from),
+            ],
+        ), 0..6), 0..4),
+    ) {
+        let keys: Vec<Value> =
+            keys.into_iter().map(|members| Value::Object(members.into_iter().map(|(k, v)| (k.to_string(), v)).collect())).collect();
+        if let Ok(set) = KeySet::parse(json!({"keys": keys}).to_string().as_bytes()) {
+            // A modulus of 2048+ bits cannot come from these short strings.
+            prop_assert!(set.is_empty());
+        }
+    }
+
+    #[test]
+    fn jwt_header_reader_takes_only_rs256_with_a_kid(header in json_value(), payload in json_value(), signature in "[A-Za-z0-9_-]{0,40}") {
+        let part = |value: &Value| Base64UrlUnpadded::encode_string(value.to_string().as_bytes());
+        let token = format!("{}.{}.{signature}", part(&header), part(&payload));
+        if let Ok(read) = read_header(&token) {
+            prop_assert_eq!(header.get("alg"), Some(&json!("RS256")));
+            prop_assert_eq!(header.get("kid"), Some(&json!(read.kid)));
+            prop_assert!(header.get("crit").is_none());
+        }
+    }
+
+    #[test]
+    fn jwt_reader_survives_any_token(parts in prop::collection::vec("[A-Za-z0-9_=.-]{0,60}", 0..5)) {
+        let token = parts.join(".");
+        if let Ok(header) = read_header(&token) {
+            let set = KeySet::parse(br#"{"keys": []}"#).unwrap();
+            prop_assert!(set.get(&header.kid).is_none());
+        }
+        // No key verifies a random signature: any verdict must be a refusal.
+        let key = jwt_simple::algorithms::RS256PublicKey::from_components(&[0xc5; 256], &[1, 0, 1]).unwrap();
+        if let Ok(header) = read_header(&token) {
+            let verdict = verify(&token, &header, &key, &expectations(), 1_800_000_000_000);
+            prop_assert!(matches!(verdict, Verdict::Invalid(_)));
+        }
+    }
+
+    /// Where serde_json places an error, `path_at` names some path, never panics.
+    #[test]
+    fn path_finder_survives_any_place(value in json_value(), line in 0usize..6, column in 0usize..80) {
+        let text = serde_json::to_string_pretty(&value).unwrap();
+        let _ = path_at(text.as_bytes(), line, column);
     }
 
     #[test]

@@ -193,6 +193,19 @@ fn describe(policy: &Policy) {
             issuer.client_auth.client_id(),
             issuer.client_auth.method()
         );
+        if let Some(local) = &issuer.jwt {
+            let schedule = &local.schedule;
+            println!(
+                "issuer {}: JWTs verified locally with the keys at {}{} (refreshed every {} s, at most every {} s; \
+                 kept {} s past a failed refresh); other tokens introspected",
+                issuer.name,
+                endpoint.authority,
+                local.jwks_path,
+                schedule.refresh_ms / 1000,
+                schedule.min_refresh_ms / 1000,
+                schedule.max_stale_ms / 1000
+            );
+        }
     }
     for api in &policy.apis {
         let issuers: Vec<&str> =
