@@ -60,7 +60,7 @@ fn is_b64token(token: &str) -> bool {
 pub enum TokenShape {
     /// Not a JWT: any of the API's issuers may have minted it.
     Opaque,
-    /// A JWT (three Base64url parts, the first a JOSE header with `alg`)
+    /// A JWT (three Base64url parts, the last possibly empty, the first a JOSE header with `alg`)
     /// whose payload names this `iss`.
     Jwt { issuer: String },
     /// A JWT whose payload is not a JSON object with one string `iss`.
@@ -74,9 +74,10 @@ pub fn token_shape(token: &str) -> TokenShape {
     else {
         return TokenShape::Opaque;
     };
-    let base64url =
-        |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ![header, payload, signature].into_iter().all(base64url) {
+    let base64url = |part: &str| part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    // The signature may be empty: an unsecured JWT (`alg` `none`, RFC 7519 section 6)
+    // is still a JWT naming its issuer, refused as such rather than asked about.
+    if header.is_empty() || payload.is_empty() || ![header, payload, signature].into_iter().all(base64url) {
         return TokenShape::Opaque;
     }
     let decode = |part: &str| Base64UrlUnpadded::decode_vec(part).ok().and_then(|bytes| parse_strict(&bytes).ok());
@@ -193,6 +194,14 @@ mod tests {
     fn token_shape_reads_a_jwts_issuer() {
         let token = jwt(r#"{"alg":"RS256","kid":"1"}"#, r#"{"iss":"https://a.example","sub":"u"}"#);
         assert_eq!(token_shape(&token), TokenShape::Jwt { issuer: "https://a.example".into() });
+    }
+
+    #[test]
+    fn token_shape_reads_an_unsecured_jwt_too() {
+        let signed = jwt(r#"{"alg":"none"}"#, r#"{"iss":"https://a.example"}"#);
+        let unsecured = format!("{}.", signed.rsplit_once('.').unwrap().0);
+        assert_eq!(token_shape(&unsecured), TokenShape::Jwt { issuer: "https://a.example".into() });
+        assert_eq!(token_shape(".."), TokenShape::Opaque);
     }
 
     #[test]
