@@ -15,7 +15,10 @@
 //! apart, so tokens with random `kid`s cannot drive the issuer into a storm
 //! of refetches. A failed fetch keeps the last good keys, usable until
 //! `jwks_max_stale_seconds` past their refresh time; after that, or before
-//! any fetch succeeded, there are no usable keys and a JWT gets 503.
+//! any fetch succeeded, there are no usable keys and a JWT gets 503. A
+//! request whose key is missing waits for the next fetch (at most
+//! `jwks_min_refresh_seconds` away), so the first tokens signed with a new
+//! key pass as soon as the issuer publishes it.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -193,23 +196,21 @@ impl Keyring {
     }
 
     /// A request's token names a key the usable keys lack, or there are none
-    /// (`keys`): wait for a fetch, asking for one if none is under way and one
-    /// may start, unless the request `waited` once already.
+    /// (`keys`): wait for a fetch, unless the request `waited` once already.
+    /// The fetch is asked for, and starts at once or as soon as the last one
+    /// is `jwks_min_refresh_seconds` old: a key an issuer has just begun to
+    /// sign with is fetched, however recent the last fetch. Only after a
+    /// failed fetch, before the next may start, is there nothing to wait for.
     pub fn missing(&self, store: &impl SharedData, keys: Option<&KeySet>, waited: bool, now_ms: u64) -> Missing {
         let (state, cas) = self.state(store);
         let in_flight = state.in_flight(now_ms, &self.schedule);
-        if !waited {
-            if in_flight {
-                return Missing::Wait;
+        if !waited && (in_flight || !state.failed || state.may_fetch(now_ms, &self.schedule)) {
+            if !in_flight && !state.wanted {
+                let wanted = State { wanted: true, ..state };
+                // Lost to another writer: that one fetches, or asked already.
+                store.set(&self.state_key, &wanted.encode(), cas);
             }
-            if state.may_fetch(now_ms, &self.schedule) {
-                if !state.wanted {
-                    let wanted = State { wanted: true, ..state };
-                    // Lost to another writer: that one fetches, or asked already.
-                    store.set(&self.state_key, &wanted.encode(), cas);
-                }
-                return Missing::Wait;
-            }
+            return Missing::Wait;
         }
         match keys {
             // The current keys, from a fetch that worked, lack it.
@@ -218,17 +219,17 @@ impl Keyring {
         }
     }
 
-    /// How long a request waits for a fetch before it gives up (503).
+    /// How long a request waits for a fetch before it gives up (503): the
+    /// fetch may start only `jwks_min_refresh_seconds` after the last one.
     pub fn wait_limit_ms(&self) -> u64 {
-        self.schedule.stale_fetch_ms
+        self.schedule.min_refresh_ms.saturating_add(self.schedule.stale_fetch_ms)
     }
 
     /// Whether a request that waited for a fetch may go on: no fetch is under
     /// way or asked for any more.
     pub fn settled(&self, store: &impl SharedData, now_ms: u64) -> bool {
         let state = self.state(store).0;
-        let asked = state.wanted && state.may_fetch(now_ms, &self.schedule);
-        !(state.in_flight(now_ms, &self.schedule) || asked)
+        !state.in_flight(now_ms, &self.schedule) && !state.wanted
     }
 
     /// On a tick of the root context: true when this VM should fetch now
