@@ -51,6 +51,7 @@ const jose = await import('jose');
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const USAGE = `usage: node issuer.mjs [--port 9000] [--host 127.0.0.1] [--issuer URL] [--state-dir DIR] [--instance N]
                         [--strict-assertion-reuse] [--enforce-audience] [--record-assertions] [--verbose]
+                        [--rotate-signing-key] [--retire-old-signing-keys]
   --port N                  TCP port (0 = any free port; the ready line shows which)
   --host ADDR               address to bind (loopback only is the point; default 127.0.0.1)
   --issuer URL              issuer identifier (default http://HOST:PORT)
@@ -65,6 +66,10 @@ const USAGE = `usage: node issuer.mjs [--port 9000] [--host 127.0.0.1] [--issuer
   --record-assertions       append every distinct client_assertion received to
                             STATE_DIR/client-assertions.txt (tests check that none leaks into a log)
   --verbose                 log one line per failed request (error code and description, no secrets)
+  --rotate-signing-key      make a new signing key (a new kid) and sign with it from now on; the
+                            keys before it stay published at /oauth/v2/keys, as in a rotation
+  --retire-old-signing-keys publish only the newest signing key: tokens signed with the older ones
+                            no longer verify
   --tls-cert FILE --tls-key FILE
                             serve HTTPS with this certificate (PEM) and key; the default issuer URL
                             is then https://HOST:PORT`;
@@ -84,6 +89,8 @@ try {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       verbose: { type: 'boolean', default: false },
+      'rotate-signing-key': { type: 'boolean', default: false },
+      'retire-old-signing-keys': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -235,15 +242,22 @@ function loadState(issuer) {
     type: 'serviceaccount', keyId: keyUser.keyId, key: newRsaPkcs1Pem(), userId: keyUser.userId,
   }), { type: 'serviceaccount', userId: keyUser.userId });
 
-  // The issuer's own signing key (JWT access tokens, JWKS at /oauth/v2/keys), kept so that JWT
-  // tokens and cached JWKS survive a restart.
-  const signingFile = path.join(STATE_DIR, 'issuer-signing-key.json');
-  let signingJwk = readJson(signingFile);
-  if (!signingJwk) {
+  // The issuer's own signing keys (JWT access tokens, JWKS at /oauth/v2/keys), newest first:
+  // the first signs, all are published. Kept so that JWT tokens and the keys Envoy fetched
+  // survive a restart; --rotate-signing-key and --retire-old-signing-keys change them as a key
+  // rotation at ZITADEL does. (State dirs of earlier versions hold one key, in
+  // issuer-signing-key.json.)
+  const signingFile = path.join(STATE_DIR, 'issuer-signing-keys.json');
+  let signingJwks = readJson(signingFile) ?? [readJson(path.join(STATE_DIR, 'issuer-signing-key.json'))].filter(Boolean);
+  const newSigningJwk = () => {
     const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-    signingJwk = { ...privateKey.export({ format: 'jwk' }), kid: `${Date.now()}`, alg: 'RS256', use: 'sig' };
-    writeSecretJson(signingFile, signingJwk);
-  }
+    // ZITADEL's kids are numeric strings; one newer than every kid so far.
+    const kid = `${Math.max(Date.now(), ...signingJwks.map((k) => Number(k.kid) + 1).filter(Number.isFinite))}`;
+    return { ...privateKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' };
+  };
+  if (signingJwks.length === 0 || args['rotate-signing-key']) signingJwks = [newSigningJwk(), ...signingJwks];
+  if (args['retire-old-signing-keys']) signingJwks = signingJwks.slice(0, 1);
+  writeSecretJson(signingFile, signingJwks);
 
   // ids.json: fixed ids plus the secrets; secrets already there are kept, the rest is
   // regenerated (e.g. the issuer URL after a port change).
@@ -299,7 +313,7 @@ function loadState(issuer) {
   };
   if (JSON.stringify(ids) !== JSON.stringify(old)) writeSecretJson(idsFile, ids);
 
-  return { ids, apiKey, apiKey2, otherApiKey, userKey, signingJwk };
+  return { ids, apiKey, apiKey2, otherApiKey, userKey, signingJwks };
 }
 
 // --- in-memory storage (oidc-provider adapter) -----------------------------------------------
@@ -468,7 +482,7 @@ function keyAuthenticatedClient(app, keys) {
   };
 }
 
-function buildProvider({ issuer, ids, apiKey, apiKey2, otherApiKey, userKey, signingJwk }) {
+function buildProvider({ issuer, ids, apiKey, apiKey2, otherApiKey, userKey, signingJwks }) {
   const usersByClientId = new Map();
   for (const [name, u] of Object.entries(SERVICE_USERS)) {
     const entry = ids.service_users[name];
@@ -478,7 +492,10 @@ function buildProvider({ issuer, ids, apiKey, apiKey2, otherApiKey, userKey, sig
   const apiClients = new Map([
     [API_APP.clientId, PROJECT_ID], [BASIC_APP.clientId, PROJECT_ID], [OTHER_API_APP.clientId, OTHER_PROJECT_ID],
   ]);
-  const signingPublicKey = crypto.createPublicKey({ key: signingJwk, format: 'jwk' });
+  // What verifies a JWT this issuer signed: any of its published keys.
+  const signingPublicKeys = jose.createLocalJWKSet({
+    keys: signingJwks.map(({ kty, n, e, kid, alg, use }) => ({ kty, n, e, kid, alg, use })),
+  });
 
   const resourceServerInfo = (user, requestedScope) => ({
     // Accept whatever scopes were asked for (ZITADEL echoes e.g.
@@ -527,7 +544,7 @@ function buildProvider({ issuer, ids, apiKey, apiKey2, otherApiKey, userKey, sig
   const provider = new Provider(issuer, {
     adapter: adapterFor,
     clients,
-    jwks: { keys: [signingJwk] },
+    jwks: { keys: signingJwks },
     cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
     clockTolerance: CLOCK_TOLERANCE,
     clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'],
@@ -770,7 +787,7 @@ function buildProvider({ issuer, ids, apiKey, apiKey2, otherApiKey, userKey, sig
     process.stderr.write(`server_error on ${ctx.method} ${ctx.path}: ${err.message}\n`);
   });
 
-  return { provider, usersByClientId, signingPublicKey };
+  return { provider, usersByClientId, signingPublicKeys };
 }
 
 // --- ZITADEL-shaped introspection response -----------------------------------------------------
@@ -817,8 +834,9 @@ function zitadelIntrospection(body, presentedToken, usersByClientId, isRefreshTo
 }
 
 // --- middleware around oidc-provider -----------------------------------------------------------
-function installMiddleware(provider, { issuer, usersByClientId, signingPublicKey }) {
+function installMiddleware(provider, { issuer, usersByClientId, signingPublicKeys }) {
   const routes = {
+    jwks: '/oauth/v2/keys',
     token: '/oauth/v2/token',
     introspection: '/oauth/v2/introspect',
     revocation: '/oauth/v2/revoke',
@@ -826,7 +844,7 @@ function installMiddleware(provider, { issuer, usersByClientId, signingPublicKey
   // probe_requests: introspections of tokens named `probe-…`, the filter's check of its own
   // credentials after a configuration loads; kept out of introspect_requests, which the tests
   // compare with the calls that requests caused.
-  const stats = { introspect_requests: 0, probe_requests: 0, token_requests: 0, revoke_requests: 0 };
+  const stats = { introspect_requests: 0, probe_requests: 0, token_requests: 0, revoke_requests: 0, keys_requests: 0 };
   let introspectDelayMs = 0;
   const counters = {
     [routes.introspection]: 'introspect_requests',
@@ -847,7 +865,7 @@ function installMiddleware(provider, { issuer, usersByClientId, signingPublicKey
     if (isJwt) {
       let replacement = 'unknown-structured-token'; // matches no record: {"active":false}
       try {
-        const { payload } = await jose.jwtVerify(presented, signingPublicKey, {
+        const { payload } = await jose.jwtVerify(presented, signingPublicKeys, {
           issuer, algorithms: ['RS256'], clockTolerance: CLOCK_TOLERANCE,
         });
         if (typeof payload.jti === 'string') replacement = shadowId(payload.jti);
@@ -903,7 +921,8 @@ function installMiddleware(provider, { issuer, usersByClientId, signingPublicKey
       await preToken(ctx);
     }
     const probe = ctx.path === routes.introspection && presented?.startsWith('probe-');
-    const counter = probe ? 'probe_requests' : counters[ctx.path];
+    const keys = ctx.method === 'GET' && ctx.path === routes.jwks;
+    const counter = probe ? 'probe_requests' : (keys ? 'keys_requests' : counters[ctx.path]);
     if (counter) stats[counter] += 1;
     if (ctx.method === 'POST' && ctx.path === routes.introspection && introspectDelayMs > 0) {
       await new Promise((resolve) => { setTimeout(resolve, introspectDelayMs); });
@@ -945,8 +964,8 @@ try {
   if (url.pathname !== '/' || url.search || url.hash) throw new Error('--issuer must be scheme://host[:port], without a path');
 
   const state = loadState(ISSUER);
-  const { provider, usersByClientId, signingPublicKey } = buildProvider({ issuer: ISSUER, ...state });
-  installMiddleware(provider, { issuer: ISSUER, usersByClientId, signingPublicKey });
+  const { provider, usersByClientId, signingPublicKeys } = buildProvider({ issuer: ISSUER, ...state });
+  installMiddleware(provider, { issuer: ISSUER, usersByClientId, signingPublicKeys });
   server.on('request', provider.callback());
 } catch (err) {
   process.stderr.write(`issuer failed to start: ${err.message}\n`);

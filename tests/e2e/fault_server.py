@@ -1,10 +1,11 @@
 """A small programmable stand-in for an issuer, for the failures a real one
 won't produce on demand: hangs, slow answers, 5xx, garbage, wrong content
-types, oversized or truncated bodies, rejected client credentials.
+types, oversized or truncated bodies, rejected client credentials; and, at
+`GET /oauth/v2/keys`, a key set that is down, slow, garbage or huge.
 
 Started by the tests on 127.0.0.1; `POST /_fault/mode/<name>` picks how the
 next introspection calls are answered (`with_members` names the mode that adds members to an
-active answer); `GET /_fault/stats` counts them.
+active answer); `GET /_fault/stats` counts them. `set_keys` picks how the key set is served.
 """
 import base64
 import json
@@ -69,6 +70,10 @@ class FaultServer:
     def __init__(self):
         self.mode = "status500"
         self.calls = 0
+        # The key set: how it is served ("ok", "down", "hang", "garbage", "huge") and the document.
+        self.keys_mode = "down"
+        self.keys_document = b'{"keys": []}'
+        self.keys_calls = 0
         self.lock = threading.Lock()
         outer = self
 
@@ -90,6 +95,20 @@ class FaultServer:
                 self.wfile.write(body)
 
             def do_GET(self):
+                if self.path == "/oauth/v2/keys":
+                    with outer.lock:
+                        outer.keys_calls += 1
+                        mode, document = outer.keys_mode, outer.keys_document
+                    if mode == "hang":
+                        time.sleep(MAX_HANG_SECONDS)
+                        return
+                    if mode == "huge":
+                        # Valid JSON, far past max_response_bytes.
+                        document = b'{"padding": "' + b"x" * HUGE_BODY_BYTES + b'", "keys": []}'
+                    status, body = {"ok": (200, document), "down": (503, b'{"error":"unavailable"}'),
+                                    "garbage": (200, b"\x00\xff{not json"), "huge": (200, document)}[mode]
+                    self._send(status, "application/json", body)
+                    return
                 with outer.lock:
                     self._send(200, "application/json", json.dumps({"calls": outer.calls, "mode": outer.mode}).encode())
 
@@ -167,6 +186,13 @@ class FaultServer:
         with self.lock:
             self.mode = mode
             self.calls = 0
+
+    def set_keys(self, mode, document=None):
+        """How `GET /oauth/v2/keys` answers from now on; `document` (a dict) for "ok"."""
+        with self.lock:
+            self.keys_mode = mode
+            if document is not None:
+                self.keys_document = json.dumps(document).encode()
 
     def stop(self):
         self.server.shutdown()

@@ -234,13 +234,9 @@ class Issuer:
             args.append("--enforce-audience")
         if tls:
             args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
-        self.process = Process(name, args, log_dir)
+        self.name, self.args, self.log_dir, self.restarts = name, args, log_dir, 0
         ASSERTION_FILES.append(os.path.join(self.state_dir, "client-assertions.txt"))
-        try:
-            self.process.wait_for_line("issuer ready")
-        except AssertionError:
-            self.process.stop()
-            raise
+        self._start(self.args)
         with open(os.path.join(self.state_dir, "ids.json")) as f:
             self.ids = json.load(f)
 
@@ -259,6 +255,29 @@ class Issuer:
             # The secret itself and the Basic credentials a log would show.
             SECRETS.add(secret)
             SECRETS.add(base64.b64encode(f"{client_id}:{urllib.parse.quote(secret, safe='')}".encode()).decode())
+
+    def _start(self, args):
+        name = self.name if not self.restarts else f"{self.name}-{self.restarts}"
+        self.process = Process(name, args, self.log_dir)
+        try:
+            self.process.wait_for_line("issuer ready")
+        except AssertionError:
+            self.process.stop()
+            raise
+        for key in self.signing_keys():
+            SECRETS.add(key["d"])
+
+    def restart(self, *flags):
+        """Stops the issuer and starts it again on the same port and state, with `flags` (say
+        --rotate-signing-key): what it issued stays valid; its counters start again at 0."""
+        self.process.stop()
+        self.restarts += 1
+        self._start([*self.args, *flags])
+
+    def signing_keys(self):
+        """The issuer's signing keys as private JWKs, newest (the one that signs) first."""
+        with open(os.path.join(self.state_dir, "issuer-signing-keys.json")) as f:
+            return json.load(f)
 
     def _post_form(self, path, form, user, secret):
         data = urllib.parse.urlencode(form).encode()
@@ -300,6 +319,10 @@ class Issuer:
 
     def introspections(self):
         return self.stats()["introspect_requests"]
+
+    def key_fetches(self):
+        """GETs of /oauth/v2/keys since the issuer (re)started."""
+        return self.stats()["keys_requests"]
 
     def set_delay(self, ms):
         """Every introspection answers `ms` late from now on."""
