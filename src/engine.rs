@@ -349,8 +349,13 @@ impl<H: Host> Engine<H> {
         };
         let keys = keyring.keys(&self.host, now_ms);
         if let Some(key) = keys.as_deref().and_then(|keys| keys.get(&header.kid)) {
+            let started = self.host.now_us();
+            let verdict = jwt::verify(token, &header, key, &issuer.extraction, now_ms);
             self.host.count(Counter::JwtVerifications);
-            return Local::Verdict(jwt::verify(token, &header, key, &issuer.extraction, now_ms));
+            if let (Some(started), Some(ended)) = (started, self.host.now_us()) {
+                self.host.count_by(Counter::JwtVerificationMicros, ended.saturating_sub(started));
+            }
+            return Local::Verdict(verdict);
         }
         match keyring.missing(&self.host, keys.as_deref(), waited, now_ms) {
             Missing::Wait => Local::Wait,

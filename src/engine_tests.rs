@@ -85,6 +85,10 @@ impl Host for FakeHost {
         (!self.clock_broken.get()).then(|| self.shared.now_ms.get())
     }
 
+    fn now_us(&self) -> Option<u64> {
+        self.now_ms().map(|ms| ms * 1000)
+    }
+
     fn dispatch(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], _timeout: Duration) -> Option<u32> {
         let path = headers.iter().find(|(name, _)| *name == ":path").map(|(_, value)| value.to_string())?;
         // An introspection POST carries the token; a GET of the issuer's keys nothing.
@@ -142,8 +146,8 @@ impl Host for FakeHost {
         outcomes.entry(self.current.get()).or_default().recorded.push((field, value.to_string()));
     }
 
-    fn count(&self, counter: Counter) {
-        self.counters.borrow_mut().push(counter);
+    fn count_by(&self, counter: Counter, amount: u64) {
+        self.counters.borrow_mut().extend(std::iter::repeat_n(counter, usize::try_from(amount).unwrap_or(0)));
     }
 
     fn count_issuer(&self, issuer: IssuerId, counter: IssuerCounter) {

@@ -202,6 +202,11 @@ impl Host for HostCalls {
         u64::try_from(since_epoch.as_millis()).ok()
     }
 
+    fn now_us(&self) -> Option<u64> {
+        let since_epoch = hostcalls::get_current_time().ok()?.duration_since(UNIX_EPOCH).ok()?;
+        u64::try_from(since_epoch.as_micros()).ok()
+    }
+
     fn dispatch(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout: Duration) -> Option<u32> {
         hostcalls::dispatch_http_call(cluster, headers.to_vec(), Some(body), vec![], timeout).ok()
     }
@@ -238,15 +243,15 @@ impl Host for HostCalls {
         let _ = hostcalls::set_property(vec![field.property()], Some(value.as_bytes()));
     }
 
-    fn count(&self, counter: Counter) {
+    fn count_by(&self, counter: Counter, amount: u64) {
         let at = COUNTERS.iter().position(|(c, _)| *c == counter);
-        increment(at.and_then(|at| self.metrics.global.get(at)).copied().flatten());
+        increment(at.and_then(|at| self.metrics.global.get(at)).copied().flatten(), amount);
     }
 
     fn count_issuer(&self, issuer: IssuerId, counter: IssuerCounter) {
         let at = ISSUER_COUNTERS.iter().position(|(c, _)| *c == counter);
         let ids = self.metrics.issuers.get(issuer.0);
-        increment(at.and_then(|at| ids.and_then(|ids| ids.get(at))).copied().flatten());
+        increment(at.and_then(|at| ids.and_then(|ids| ids.get(at))).copied().flatten(), 1);
     }
 }
 
@@ -273,8 +278,8 @@ impl Metrics {
     }
 }
 
-fn increment(metric: Option<u32>) {
-    if let Some(id) = metric {
-        let _ = hostcalls::increment_metric(id, 1);
+fn increment(metric: Option<u32>, amount: u64) {
+    if let (Some(id), Ok(amount)) = (metric, i64::try_from(amount)) {
+        let _ = hostcalls::increment_metric(id, amount);
     }
 }

@@ -15,6 +15,9 @@ pub trait Host: SharedData {
     /// Unix time in milliseconds; `None` when the clock is unusable.
     fn now_ms(&self) -> Option<u64>;
 
+    /// Unix time in microseconds, to time work inside the VM (not to decide).
+    fn now_us(&self) -> Option<u64>;
+
     /// Starts an HTTP call through an Envoy cluster: its id, or `None` when it
     /// could not be dispatched (an unknown cluster, say).
     fn dispatch(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout: Duration) -> Option<u32>;
@@ -43,7 +46,11 @@ pub trait Host: SharedData {
     /// Leaves a field of the current request's outcome for the access log.
     fn record(&self, field: Field, value: &str);
 
-    fn count(&self, counter: Counter);
+    fn count(&self, counter: Counter) {
+        self.count_by(counter, 1);
+    }
+
+    fn count_by(&self, counter: Counter, amount: u64);
 
     fn count_issuer(&self, issuer: IssuerId, counter: IssuerCounter);
 }

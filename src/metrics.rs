@@ -30,13 +30,16 @@ pub enum Counter {
     /// JWTs whose signature was checked locally (cache misses of issuers in
     /// the local JWT mode).
     JwtVerifications,
+    /// Microseconds spent in those verifications (signature and claims):
+    /// divided by `JwtVerifications`, the mean cost of one inside the VM.
+    JwtVerificationMicros,
     /// Fetches of an issuer's keys (JWKS), and those that brought none.
     JwksFetches,
     JwksErrors,
 }
 
 /// Every counter with its name, in the order they are defined.
-pub const COUNTERS: [(Counter, &str); 19] = [
+pub const COUNTERS: [(Counter, &str); 20] = [
     (Counter::Allowed, "allowed"),
     (Counter::DeniedMissingToken, "denied.missing_token"),
     (Counter::DeniedMalformedToken, "denied.malformed_token"),
@@ -54,6 +57,7 @@ pub const COUNTERS: [(Counter, &str); 19] = [
     (Counter::IssuerErrors, "introspection.issuer_errors"),
     (Counter::Signatures, "assertion.signatures"),
     (Counter::JwtVerifications, "jwt.verifications"),
+    (Counter::JwtVerificationMicros, "jwt.verification_us"),
     (Counter::JwksFetches, "jwks.fetches"),
     (Counter::JwksErrors, "jwks.errors"),
 ];
