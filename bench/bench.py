@@ -53,7 +53,8 @@ TOKENS_LUA = os.path.join(HERE, "wrk", "tokens.lua")
 JWT_ISSUER = "https://bench.jwt.local"
 AUDIENCE = "300000000000000001"
 PATH = "/api/private"
-WASM_LIMIT_BYTES = 400_000
+# The limit the local JWT mode was given (jwt-simple with RS256 verification added).
+WASM_LIMIT_BYTES = 640_000
 
 CASES = {
     "a": "no filter",
@@ -328,7 +329,7 @@ def build_report(args, results, miss_info, burst_info, rss, alone_rss, sizes, en
                      f"calls per new token min {min(per_token)}, median {statistics.median(per_token):g}, max "
                      f"{max(per_token)} (per token: {' '.join(map(str, per_token))}); answers: {status_counts}; "
                      f"all {args.burst} answered in {statistics.median(info['seconds']) * 1000:.0f} ms (median).")
-    plugins = "empty, (c), (e)/(f)" + (", (g)" if "g" in CASES else "")
+    plugins = "empty, (c), (e)/(f), (j)" + (", (g)" if "g" in CASES else "")
     lines.append(f"- Envoy RSS, all {len(KINDS)} listeners (VMs of the wasm plugins {plugins}): "
                  f"{rss['start']:.0f} MB after start, {rss['end']:.0f} MB after the runs. The RSS column: an Envoy "
                  f"with only that listener, after {args.seconds} s of load at 16 connections.")
@@ -388,7 +389,7 @@ def targets(results, burst_info, sizes, miss_info):
     quiet = jwt["calls"] == 0 and jwt["key_fetches"] == 0
     out.append(f"{verdict(quiet)}: no issuer call during (j): {jwt['calls']} introspections, "
                f"{jwt['key_fetches']} fetches of the keys")
-    out.append(f"{verdict(sizes['filter'] <= WASM_LIMIT_BYTES)}: .wasm ≤ 400 KB ({WASM_LIMIT_BYTES:,} bytes): "
+    out.append(f"{verdict(sizes['filter'] <= WASM_LIMIT_BYTES)}: .wasm ≤ {WASM_LIMIT_BYTES:,} bytes: "
                f"{sizes['filter']:,} bytes ({sizes['filter'] / 1024:.0f} KiB)")
     return out
 

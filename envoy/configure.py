@@ -18,6 +18,9 @@ hand edits.
   --admin H:P         Envoy's admin interface (default 127.0.0.1:9901)
   --wasm PATH         the filter's .wasm as Envoy will find it (default /etc/envoy/oauth_introspection_filter.wasm)
   --ca-file PATH      the CAs that sign the issuer's certificate (default: the system's bundle)
+  --jwt MODE          introspect (default): every token is asked about at ZITADEL; local: JWT access tokens
+                      are verified against ZITADEL's published keys, opaque ones still introspected
+                      (docs/configuration.md: a revoked JWT then passes until it expires)
 
 The key reaches the filter from Envoy's environment (ZITADEL_API_KEY_JSON, listed in
 `host_env_keys`), so it is in neither the file nor Envoy's admin /config_dump; the command says how
@@ -109,6 +112,8 @@ def configure(args):
         "rules": rules,
         "unmatched": unmatched,
     }
+    if args.jwt == "local":
+        plugin["jwt"] = {"mode": "local"}
     dns = any(c.isalpha() for c in host) and ":" not in host
     cluster = render.issuer_cluster("zitadel", host, port, "STRICT_DNS" if dns else "STATIC",
                                     tls_name=host if scheme == "https" else None, ca_file=args.ca_file)
@@ -135,6 +140,7 @@ def main(argv=None):
     parser.add_argument("--admin", default="127.0.0.1:9901")
     parser.add_argument("--wasm", default="/etc/envoy/oauth_introspection_filter.wasm")
     parser.add_argument("--ca-file", default=render.SYSTEM_CA_BUNDLE)
+    parser.add_argument("--jwt", choices=["introspect", "local"], default="introspect")
     args = parser.parse_args(argv)
     if not args.project_id.isalnum():
         parser.error(f"--project-id must be the ZITADEL project's id, digits (got {args.project_id!r})")

@@ -1,8 +1,9 @@
 """envoy/configure.py, the one command from a ZITADEL console's values to a working Envoy
 configuration: its output passes Envoy's own validation for arbitrary values, refuses the
 mistakes it can see (a service user's key, an issuer URL with a path), and runs: against the
-local issuer over HTTPS, a token is admitted and a request without one refused, and
-check-config --probe finds the credentials accepted."""
+local issuer over HTTPS, a token is admitted and a request without one refused (with --jwt
+local, a JWT with no introspection call), and check-config --probe finds the credentials
+accepted."""
 import json
 import os
 import random
@@ -97,7 +98,7 @@ def test_the_output_runs_against_an_https_issuer(log_dir, tmp_path, api, key_fil
         result = configure("--issuer", issuer.url, "--project-id", issuer.ids["project_id"], "--key-file", str(key),
                            "--upstream", f"127.0.0.1:{api.port}", "--rules", str(rules), "--out", str(out),
                            "--wasm", WASM, "--ca-file", certs["ca"], "--listen", f"127.0.0.1:{port}",
-                           "--admin", f"127.0.0.1:{admin}")
+                           "--admin", f"127.0.0.1:{admin}", "--jwt", "local")
         assert result.returncode == 0, result.stderr
         env = dict(os.environ, ZITADEL_API_KEY_JSON=issuer.api_key_json)
         probe = subprocess.run([os.path.join(ROOT, "target", "release", "check-config"), "--probe", "--ca-file",
@@ -112,6 +113,12 @@ def test_the_output_runs_against_an_https_issuer(log_dir, tmp_path, api, key_fil
         assert http_request(port, "/public").status == 200
         plain = {"Authorization": f"Bearer {issuer.token('plain-opaque')}"}
         assert http_request(port, "/api/x", headers=plain).status == 403
+        # --jwt local: a JWT is verified with the keys fetched over the same HTTPS cluster, no introspection.
+        introspections = issuer.introspections()
+        jwt = {"Authorization": f"Bearer {issuer.token('reader-jwt')}"}
+        assert http_request(port, "/api/x", headers=jwt).status == 200
+        assert issuer.introspections() == introspections
+        assert issuer.key_fetches() == 1
     finally:
         if envoy:
             envoy.stop()
