@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The long fuzz run: every property in tests/fuzz.rs (config parser,
-# introspection response parser, Authorization header parser, path
-# canonicalizer, cache-entry decoder) with FUZZ_CASES cases each, default one
+# The long fuzz run: every property in tests/fuzz.rs (config parser and its
+# error locator, introspection response parser, JWKS and JWT header readers,
+# Authorization header parser, path canonicalizer, cache-entry decoder) with FUZZ_CASES cases each, default one
 # million. `cargo test` (and so scripts/test.sh) runs the same properties with
 # 2,000 cases each.
 set -euo pipefail
