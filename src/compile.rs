@@ -96,7 +96,8 @@ pub(crate) fn compile(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Policy, 
             header_claims: union(trusting.iter().flat_map(|api| api.claim_headers.iter().map(|(_, claim)| claim))),
             clock_skew_secs: raw.clock_skew_seconds,
         };
-        let fingerprint = fingerprint(&extraction, &endpoint, client_auth.client_id(), &cache, jwt.is_some());
+        let jwks_path = jwt.as_ref().map(|local| local.jwks_path.as_str());
+        let fingerprint = fingerprint(&extraction, &endpoint, client_auth.client_id(), &cache, jwks_path);
         // The fingerprint too: two plugins that share a namespace (same plugin name
         // on one VM id) with different issuer setups never wait on each other's calls.
         let key_scope = format!("{name}\0{}\0{fingerprint:016x}", extraction.issuer);
@@ -583,7 +584,7 @@ pub fn fingerprint(
     endpoint: &Endpoint,
     client_id: &str,
     cache: &CacheSettings,
-    local_jwt: bool,
+    jwks_path: Option<&str>,
 ) -> u64 {
     let numbers = format!("{}/{}/{}", cache.max_ttl_secs, cache.negative_ttl_secs, extraction.clock_skew_secs);
     let mut hasher = Sha256::new();
@@ -606,9 +607,10 @@ pub fn fingerprint(
     part("\u{1}numbers");
     part(&numbers);
     // A verdict on a JWT verified locally is not one the issuer gave: switching
-    // back to introspection must not keep them.
-    if local_jwt {
+    // back to introspection must not keep them, nor moving to other keys.
+    if let Some(path) = jwks_path {
         part("\u{1}jwt-local");
+        part(path);
     }
     let digest: [u8; 32] = hasher.finalize().into();
     let [a, b, c, d, e, f, g, h, ..] = digest;

@@ -52,6 +52,9 @@ const MAX_ATTEMPTS: u8 = 3;
 /// are due for a refresh; the first look, a second after the plugin loaded,
 /// fetches them.
 pub const KEYS_TICK: Duration = Duration::from_secs(1);
+/// Requests one VM lets wait for one issuer's keys; more get 503 at once, so
+/// tokens with made-up `kid`s cannot pile up paused requests.
+const MAX_KEY_WAITERS: usize = 256;
 
 /// The shared-data namespace of a plugin instance, from its name and root
 /// id: shared data is per VM id, and several plugins (two listeners' filters,
@@ -149,8 +152,9 @@ impl<H: Host> Engine<H> {
             .iter()
             .map(|issuer| {
                 let LocalJwt { jwks_path, schedule } = issuer.jwt.as_ref()?;
-                let scope = format!("{:016x}{jwks_path}", issuer.fingerprint);
-                Some(Keyring::new(namespace, &issuer.name, &scope, schedule.clone()))
+                let endpoint = &issuer.endpoint;
+                let source = [issuer.url(), &endpoint.cluster, &endpoint.authority, jwks_path];
+                Some(Keyring::new(namespace, &issuer.name, &source, schedule.clone()))
             })
             .collect();
         for keyring in keyrings.iter().flatten() {
@@ -266,6 +270,10 @@ impl<H: Host> Engine<H> {
                         check.record(&self.policy, Ok(&verdict))
                     }
                     Local::Unavailable => check.record(&self.policy, Err(Failure::Unavailable)),
+                    Local::Wait if self.key_waiters(issuer_id) >= MAX_KEY_WAITERS => {
+                        warn!("issuer {}: {MAX_KEY_WAITERS} requests wait for its keys, refusing more", issuer.name);
+                        check.record(&self.policy, Err(Failure::Overloaded))
+                    }
                     Local::Wait => {
                         self.host.set_tick(WAITER_TICK);
                         let waiting = Waiting::OnKeys { deadline_ms: now_ms.saturating_add(keyring.wait_limit_ms()) };
@@ -486,10 +494,12 @@ impl<H: Host> Engine<H> {
             let Paused { context_id, check, .. } = request;
             self.answer(context_id, |engine| engine.advance(context_id, check, Tries::default(), now_ms));
         }
+        // Whether each issuer's fetch is over: one shared-data read per issuer, not per waiter.
+        let settled: Vec<bool> =
+            self.keyrings.iter().map(|k| k.as_ref().is_none_or(|k| k.settled(&self.host, now_ms))).collect();
         for request in self.take_paused(|p| matches!(p.waiting, Waiting::OnKeys { .. })) {
             let Waiting::OnKeys { deadline_ms } = request.waiting else { continue };
-            let keyring = self.keyrings.get(request.issuer.0).and_then(Option::as_ref);
-            if keyring.is_some_and(|keyring| !keyring.settled(&self.host, now_ms)) && now_ms < deadline_ms {
+            if !settled.get(request.issuer.0).copied().unwrap_or(true) && now_ms < deadline_ms {
                 self.paused.borrow_mut().push(request);
                 continue;
             }
@@ -565,6 +575,11 @@ impl<H: Host> Engine<H> {
                 }
             }
         }
+    }
+
+    fn key_waiters(&self, issuer: IssuerId) -> usize {
+        let paused = self.paused.borrow();
+        paused.iter().filter(|p| p.issuer == issuer && matches!(p.waiting, Waiting::OnKeys { .. })).count()
     }
 
     /// The issuer whose keys call `call_id` fetches, if it is such a call of this VM.

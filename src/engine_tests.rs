@@ -528,7 +528,7 @@ fn verdicts_kept_under_an_older_configuration_are_not_used() {
         &main.endpoint,
         main.client_auth.client_id(),
         &policy.cache,
-        false,
+        None,
     );
     policy.issuers[0].fingerprint = fingerprint;
     let after = worker_with(&shared, policy, "gateway");
@@ -861,4 +861,23 @@ fn opaque_tokens_of_a_local_issuer_are_still_introspected() {
     assert_eq!((call.path.as_str(), call.token.as_str()), ("/oauth/v2/introspect", "opaque-1"));
     answer(&vm, call.id, &active(MAIN, "100", &[]));
     assert_eq!(status(&vm, 1), Some(200));
+}
+
+#[test]
+fn waiters_for_keys_are_capped_per_issuer() {
+    let shared = shared();
+    let vm = worker_with(&shared, local_gateway(), "gateway");
+    // No keys yet and no tick: each request waits, up to the cap.
+    for id in 1..=256 {
+        assert_eq!(send(&vm, id, "orders.example.com", &local_jwt("k1", "100", &format!("u{id}"))), Flow::Pause);
+        assert_eq!(status(&vm, id), None);
+    }
+    send(&vm, 257, "orders.example.com", &local_jwt("k1", "100", "u257"));
+    assert_eq!(status(&vm, 257), Some(503));
+    assert_eq!(description(&vm, 257), "too many token checks under way, try again later");
+    // The keys arrive: every waiter goes on.
+    tick(&vm);
+    serve_keys(&vm, &["k1"]);
+    tick(&vm);
+    assert!((1..=256).all(|id| status(&vm, id) == Some(200)));
 }

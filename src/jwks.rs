@@ -102,11 +102,13 @@ impl KeySet {
 /// A key of the document with its `kid`, if this filter can verify with it.
 fn usable_key(jwk: &Map<String, Value>) -> Option<(String, Key)> {
     let text = |name: &str| jwk.get(name).and_then(Value::as_str);
+    // A member that is present must be a string to allow anything: `"alg": 1` is not "no alg".
+    let absent_or = |name: &str, allowed: &str| jwk.get(name).is_none_or(|value| value.as_str() == Some(allowed));
     let kid = text("kid").filter(|kid| !kid.is_empty())?;
     let verifies = |ops: &Value| ops.as_array().is_some_and(|ops| ops.iter().any(|op| op == "verify"));
     let usable = text("kty") == Some("RSA")
-        && text("alg").is_none_or(|alg| alg == ALGORITHM)
-        && text("use").is_none_or(|key_use| key_use == "sig")
+        && absent_or("alg", ALGORITHM)
+        && absent_or("use", "sig")
         && jwk.get("key_ops").is_none_or(verifies)
         && !["d", "p", "q", "dp", "dq", "qi", "oth"].iter().any(|private| jwk.contains_key(*private));
     if !usable {
@@ -167,15 +169,17 @@ pub(crate) mod tests {
             serde_json::from_str(&ES256KeyPair::generate().public_key().with_key_id("ec").to_jwk()).unwrap();
         let ed: Value =
             serde_json::from_str(&Ed25519KeyPair::generate().public_key().with_key_id("ed").to_jwk()).unwrap();
+        let mut typed = rsa_jwk("typed");
+        typed["alg"] = json!(1);
         let mut verify = rsa_jwk("good");
         verify["key_ops"] = json!(["verify"]);
         let document = json!({"keys": [
-            no_kid, encryption, other_alg, short, exponent, private, sign_only, secret, ec, ed, verify
+            no_kid, encryption, other_alg, short, exponent, private, sign_only, secret, ec, ed, typed, verify
         ]});
         let set = parse(&document).unwrap();
-        assert_eq!((set.len(), set.skipped()), (1, 10));
+        assert_eq!((set.len(), set.skipped()), (1, 11));
         assert!(set.get("good").is_some());
-        for kid in ["enc", "ps", "short", "e3", "private", "ops", "hmac", "ec", "ed"] {
+        for kid in ["enc", "ps", "short", "e3", "private", "ops", "hmac", "ec", "ed", "typed"] {
             assert!(set.get(kid).is_none(), "{kid}");
         }
     }

@@ -275,3 +275,39 @@ fn a_payload_that_could_be_read_two_ways_is_refused() {
     assert_eq!(rejection(&sign_raw(&rs256_header("k1").to_string(), &repeated)), Some(Rejection::BadClaims));
     assert_eq!(rejection(&sign_raw(&rs256_header("k1").to_string(), "[1]")), Some(Rejection::BadClaims));
 }
+
+#[test]
+fn claims_that_refuse_are_answered_before_the_signature_is_checked() {
+    // A forger's token for no API of this issuer, or expired, costs no RSA work and says why.
+    let forger = RS256KeyPair::generate(2048).unwrap().with_key_id("k1");
+    let forged = |claims: Value| {
+        forger
+            .sign(JWTClaims {
+                issued_at: None,
+                expires_at: None,
+                invalid_before: None,
+                issuer: None,
+                subject: None,
+                audiences: None,
+                jwt_id: None,
+                nonce: None,
+                custom: claims.as_object().unwrap().clone(),
+            })
+            .unwrap()
+    };
+    let mut elsewhere = access_token_claims(NOW);
+    elsewhere["aud"] = json!(["another-project"]);
+    assert_eq!(rejection(&forged(elsewhere)), Some(Rejection::WrongAudience));
+    let mut expired = access_token_claims(NOW);
+    expired["exp"] = json!(NOW);
+    assert_eq!(rejection(&forged(expired)), Some(Rejection::Expired));
+    assert_eq!(rejection(&forged(access_token_claims(NOW))), Some(Rejection::BadSignature));
+}
+
+#[test]
+fn an_id_token_shaped_payload_is_not_an_access_token() {
+    for claim in ["at_hash", "c_hash"] {
+        let token = with_claims(|c| set(c, claim, json!("x7GPmWJ5JmQ")));
+        assert_eq!(rejection(&token), Some(Rejection::NotBearerAccessToken), "{claim}");
+    }
+}

@@ -24,6 +24,8 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
 
+use sha2::{Digest, Sha256};
+
 use crate::cache::SharedData;
 use crate::jwks::{JwksError, KeySet};
 
@@ -161,8 +163,17 @@ pub struct Keyring {
 }
 
 impl Keyring {
-    /// `scope` tells this issuer's keys (its endpoint and keys path) from others.
-    pub fn new(namespace: &str, issuer: &str, scope: &str, schedule: KeySchedule) -> Self {
+    /// `source` says where the keys come from (the issuer's URL, cluster,
+    /// authority and keys path): only an issuer entry with the same source
+    /// shares them, and a configuration change elsewhere (audiences, TTLs)
+    /// keeps them, so shared data does not gain keys with each change.
+    pub fn new(namespace: &str, issuer: &str, source: &[&str], schedule: KeySchedule) -> Self {
+        let mut hasher = Sha256::new();
+        for part in source {
+            hasher.update(part.as_bytes());
+            hasher.update([0u8]);
+        }
+        let scope: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
         let prefix = format!("oauth_introspection.v3.{namespace}.jwks.{issuer}.{scope}");
         Keyring {
             state_key: format!("{prefix}.state"),
@@ -205,16 +216,17 @@ impl Keyring {
         let (state, cas) = self.state(store);
         let in_flight = state.in_flight(now_ms, &self.schedule);
         if !waited && (in_flight || !state.failed || state.may_fetch(now_ms, &self.schedule)) {
-            if !in_flight && !state.wanted {
+            // Without a CAS value the record was not read: never overwrite it blind.
+            if let (false, false, Some(cas)) = (in_flight, state.wanted, cas) {
                 let wanted = State { wanted: true, ..state };
                 // Lost to another writer: that one fetches, or asked already.
-                store.set(&self.state_key, &wanted.encode(), cas);
+                store.set(&self.state_key, &wanted.encode(), Some(cas));
             }
             return Missing::Wait;
         }
         match keys {
-            // The current keys, from a fetch that worked, lack it.
-            Some(keys) if !keys.is_empty() && !state.failed && !in_flight => Missing::UnknownKey,
+            // The current keys, from a fetch that worked and was not lost, lack it.
+            Some(keys) if !keys.is_empty() && !state.failed && !state.fetching => Missing::UnknownKey,
             _ => Missing::Unavailable,
         }
     }
@@ -267,12 +279,14 @@ impl Keyring {
             let keys = KeySet::parse(document).map_err(FetchError::Document)?;
             Ok((document, keys))
         });
-        // The document first: a VM that sees the new generation then reads it.
-        if let Ok((document, _)) = &parsed {
-            store.set(&self.document_key, document, None);
-        }
         for _ in 0..3 {
             let (state, cas) = self.state(store);
+            // The document first, again on each try: a VM that sees the new generation
+            // reads it, and a fetch that lost the race to another one does not leave its
+            // document under the winner's generation.
+            if let Ok((document, _)) = &parsed {
+                store.set(&self.document_key, document, None);
+            }
             let next = match &parsed {
                 Ok(_) => State {
                     generation: state.generation.wrapping_add(1).max(1),

@@ -11,7 +11,8 @@ fn schedule() -> KeySchedule {
 
 /// Two workers' views of one issuer's keys.
 fn workers(store: &MemoryStore) -> (Keyring, Keyring) {
-    let ring = || Keyring::new("ns", "main", "scope", schedule());
+    let ring =
+        || Keyring::new("ns", "main", &["https://issuer.example", "main", "issuer.example", "/keys"], schedule());
     let (a, b) = (ring(), ring());
     a.prepare(store);
     b.prepare(store);
@@ -169,4 +170,38 @@ fn a_lost_fetch_is_taken_over_after_its_stale_limit() {
     assert!(b.settled(&store, T0 + 4_000), "the lost fetch is over");
     assert!(!b.claim_fetch(&store, T0 + 4_000), "min_refresh after the lost attempt");
     assert!(b.claim_fetch(&store, T0 + 10_000));
+}
+
+#[test]
+fn a_lost_fetch_says_nothing_about_a_kid() {
+    let store = MemoryStore::default();
+    let (a, b) = workers(&store);
+    assert!(a.claim_fetch(&store, T0));
+    a.finish(&store, Ok(&document(&["k1"])), T0).unwrap();
+    // b claims the refresh and its VM dies: the flag stays, the fetch is lost.
+    assert!(b.claim_fetch(&store, T0 + 300_000));
+    let keys = a.keys(&store, T0 + 304_000);
+    assert_eq!(a.missing(&store, keys.as_deref(), true, T0 + 304_000), Missing::Unavailable);
+}
+
+#[test]
+fn an_unread_record_is_never_overwritten() {
+    /// Shared data whose reads fail: no value, no CAS.
+    struct Unreadable(MemoryStore);
+    impl SharedData for Unreadable {
+        fn get(&self, _key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            (None, None)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+            self.0.set(key, value, cas)
+        }
+    }
+    let store = Unreadable(MemoryStore::default());
+    let (a, _) = workers(&store.0);
+    assert!(a.claim_fetch(&store.0, T0));
+    a.finish(&store.0, Ok(&document(&["k1"])), T0).unwrap();
+    let before = store.0.get(&a.state_key);
+    assert_eq!(a.missing(&store, None, false, T0 + 20_000), Missing::Wait);
+    assert_eq!(store.0.get(&a.state_key), before);
+    assert!(!a.claim_fetch(&store, T0 + 20_000), "no claim without a CAS value");
 }
