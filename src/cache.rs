@@ -82,6 +82,28 @@ impl VerdictCache {
         })
     }
 
+    /// A valid verdict for this issuer's token that ended less than `window_ms`
+    /// ago and whose token has not expired: what stale-if-error may admit on
+    /// while the issuer is down. Best effort: an ended entry's slot is free for
+    /// other tokens.
+    pub fn lookup_stale(
+        &self,
+        store: &impl SharedData,
+        hash: &TokenHash,
+        fingerprint: u64,
+        now_ms: u64,
+        window_ms: u64,
+    ) -> Option<Identity> {
+        self.candidate_slots(hash).into_iter().find_map(|slot| {
+            let (value, _) = store.get(&self.slot_key(slot));
+            let entry = decode_entry(&value?)?;
+            let Verdict::Valid(identity) = entry.verdict else { return None };
+            let recent = now_ms < entry.valid_until_ms.saturating_add(window_ms);
+            let unexpired = identity.expires_at.is_none_or(|exp| exp.saturating_mul(1000) > now_ms);
+            (entry.fingerprint == fingerprint && entry.token == *hash && recent && unexpired).then_some(identity)
+        })
+    }
+
     /// Keeps `verdict` from `now_ms` on: a valid one until the token's `exp`
     /// or `max_ttl_secs` from now, whichever is first; an invalid one for
     /// `negative_ttl_secs`.
@@ -102,6 +124,11 @@ impl VerdictCache {
             Verdict::Invalid(_) => after(self.settings.negative_ttl_secs),
         };
         if valid_until_ms <= now_ms {
+            // An invalid verdict that is not kept still ends what was kept of the token:
+            // a later outage must not admit it on its older valid verdict.
+            if matches!(verdict, Verdict::Invalid(_)) {
+                self.forget(store, hash, fingerprint);
+            }
             return StoreOutcome::NotCacheable;
         }
         let entry = CacheEntry { fingerprint, token: *hash, valid_until_ms, verdict: verdict.clone() };
@@ -149,6 +176,20 @@ impl VerdictCache {
         let b = if a.0 .1 == 0 || first == second { a } else { rank(second) };
         let (rank, slot, cas) = if b.0 < a.0 { b } else { a };
         (valid || !rank.0).then_some((slot, cas))
+    }
+
+    /// Empties the slots holding an entry of this issuer's token.
+    fn forget(&self, store: &impl SharedData, hash: &TokenHash, fingerprint: u64) {
+        for slot in self.candidate_slots(hash) {
+            let (value, cas) = store.get(&self.slot_key(slot));
+            let ours = value
+                .as_deref()
+                .and_then(decode_entry)
+                .is_some_and(|e| e.token == *hash && e.fingerprint == fingerprint);
+            if ours {
+                store.set(&self.slot_key(slot), &[], cas);
+            }
+        }
     }
 
     fn candidate_slots(&self, hash: &TokenHash) -> [u32; 2] {
@@ -511,6 +552,33 @@ pub(crate) mod tests {
         assert_eq!(cache(64).lookup(&store, &token("revoked"), FP, T0 + 10_000), None);
         let off = VerdictCache::new(CacheSettings { negative_ttl_secs: 0, ..settings(64) }, "test", vec![FP]);
         assert_eq!(off.store(&store, &token("other"), FP, &inactive, T0), StoreOutcome::NotCacheable);
+    }
+
+    #[test]
+    fn a_stale_verdict_is_found_within_its_window_and_before_exp_only() {
+        let store = MemoryStore::default();
+        let cache = cache(64);
+        // Valid until T0 + 300 s (max_ttl); the token's exp at 2000 s.
+        cache.store(&store, &token("t"), FP, &valid(Some(2000)), T0);
+        let Verdict::Valid(identity) = valid(Some(2000)) else { unreachable!() };
+        assert_eq!(cache.lookup_stale(&store, &token("t"), FP, T0 + 359_999, 60_000), Some(identity));
+        assert_eq!(cache.lookup_stale(&store, &token("t"), FP, T0 + 360_000, 60_000), None);
+        assert_eq!(cache.lookup_stale(&store, &token("t"), FP + 1, T0 + 310_000, 60_000), None);
+        // Never past exp.
+        cache.store(&store, &token("short"), FP, &valid(Some(1301)), T0);
+        assert!(cache.lookup_stale(&store, &token("short"), FP, 1_300_999, 600_000).is_some());
+        assert_eq!(cache.lookup_stale(&store, &token("short"), FP, 1_301_000, 600_000), None);
+    }
+
+    /// An invalid verdict ends the stale one even when negative caching is off.
+    #[test]
+    fn an_invalid_verdict_not_kept_still_forgets_the_valid_one() {
+        let store = MemoryStore::default();
+        let off = VerdictCache::new(CacheSettings { negative_ttl_secs: 0, ..settings(64) }, "test", vec![FP]);
+        off.store(&store, &token("t"), FP, &valid(Some(2000)), T0);
+        let inactive = Verdict::Invalid(Rejection::Inactive);
+        assert_eq!(off.store(&store, &token("t"), FP, &inactive, T0 + 301_000), StoreOutcome::NotCacheable);
+        assert_eq!(off.lookup_stale(&store, &token("t"), FP, T0 + 302_000, 600_000), None);
     }
 
     #[test]

@@ -30,6 +30,9 @@ enum State {
     InFlight = 1,
     /// The leader's call failed (issuer error); its waiters answer 503 too.
     Failed = 2,
+    /// The same, the issuer being down (refused, timed out, 5xx): an API may
+    /// then admit on a recent verdict (stale-if-error).
+    IssuerDown = 3,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +60,7 @@ impl Marker {
         let state = match *head {
             [MARKER_VERSION, 1] => State::InFlight,
             [MARKER_VERSION, 2] => State::Failed,
+            [MARKER_VERSION, 3] => State::IssuerDown,
             _ => return None,
         };
         Some(Marker { state, token: TokenHash(*token), at_ms: u64::from_be_bytes(at.try_into().ok()?) })
@@ -75,13 +79,24 @@ pub enum Claim {
     Full,
 }
 
+/// How a leader's call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// With a verdict (or the leader's request went away).
+    Answered,
+    Failed,
+    /// Failed with the issuer down (refused, timed out, 5xx).
+    IssuerDown,
+}
+
 /// How a waiter's leader is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaderState {
     /// Still waiting for the issuer.
     Pending,
-    /// The call failed: the issuer is unavailable.
-    Failed,
+    /// The call failed: the issuer is unavailable (`issuer_down`: refused,
+    /// timed out or 5xx).
+    Failed { issuer_down: bool },
     /// Finished (the verdict is in the cache, unless it could not be cached)
     /// or gone without an answer.
     Gone,
@@ -158,16 +173,17 @@ impl InFlightTable {
 
     /// Releases a leader's slot: emptied after a verdict (now in the cache),
     /// or marked failed so that its waiters answer 503 without a call of their own.
-    pub fn finish(&self, store: &impl SharedData, slot: u32, token: &TokenHash, failed: bool, now_ms: u64) {
+    pub fn finish(&self, store: &impl SharedData, slot: u32, token: &TokenHash, ending: Ending, now_ms: u64) {
         let key = self.slot_key(slot);
         let (value, cas) = store.get(&key);
         let ours =
             value.as_deref().and_then(Marker::decode).is_some_and(|m| m.token == *token && m.state == State::InFlight);
         if ours {
-            let next = if failed {
-                Marker { state: State::Failed, token: *token, at_ms: now_ms }.encode().to_vec()
-            } else {
-                Vec::new()
+            let failed = |state| Marker { state, token: *token, at_ms: now_ms }.encode().to_vec();
+            let next = match ending {
+                Ending::Answered => Vec::new(),
+                Ending::Failed => failed(State::Failed),
+                Ending::IssuerDown => failed(State::IssuerDown),
             };
             store.set(&key, &next, cas);
         }
@@ -176,7 +192,8 @@ impl InFlightTable {
     pub fn leader_state(&self, store: &impl SharedData, slot: u32, token: &TokenHash, now_ms: u64) -> LeaderState {
         let (value, _) = store.get(&self.slot_key(slot));
         match value.as_deref().and_then(Marker::decode) {
-            Some(m) if m.token == *token && m.state == State::Failed => LeaderState::Failed,
+            Some(m) if m.token == *token && m.state == State::Failed => LeaderState::Failed { issuer_down: false },
+            Some(m) if m.token == *token && m.state == State::IssuerDown => LeaderState::Failed { issuer_down: true },
             Some(m) if m.token == *token && self.is_live(&m, now_ms) => LeaderState::Pending,
             _ => LeaderState::Gone,
         }
@@ -252,7 +269,7 @@ mod tests {
             assert_eq!(table.claim(&store, &token("a"), 150), Claim::Wait { slot });
         }
         assert_eq!(table.leader_state(&store, slot, &token("a"), 150), LeaderState::Pending);
-        table.finish(&store, slot, &token("a"), false, 200);
+        table.finish(&store, slot, &token("a"), Ending::Answered, 200);
         assert_eq!(table.leader_state(&store, slot, &token("a"), 200), LeaderState::Gone);
         // The next miss (say the verdict was not cacheable) leads again.
         assert!(matches!(table.claim(&store, &token("a"), 300), Claim::Lead { slot: Some(_) }));
@@ -264,10 +281,14 @@ mod tests {
         let table = table(8);
         table.prepare(&store);
         let Claim::Lead { slot: Some(slot) } = table.claim(&store, &token("a"), 100) else { panic!("no lead") };
-        table.finish(&store, slot, &token("a"), true, 200);
-        assert_eq!(table.leader_state(&store, slot, &token("a"), 200), LeaderState::Failed);
+        table.finish(&store, slot, &token("a"), Ending::Failed, 200);
+        assert_eq!(table.leader_state(&store, slot, &token("a"), 200), LeaderState::Failed { issuer_down: false });
         // A new request does not inherit the failure: it calls again.
         assert!(matches!(table.claim(&store, &token("a"), 300), Claim::Lead { slot: Some(_) }));
+        // The issuer down (refused, timed out, 5xx) is told apart, for stale-if-error.
+        let Claim::Lead { slot: Some(slot) } = table.claim(&store, &token("b"), 400) else { panic!("no lead") };
+        table.finish(&store, slot, &token("b"), Ending::IssuerDown, 500);
+        assert_eq!(table.leader_state(&store, slot, &token("b"), 500), LeaderState::Failed { issuer_down: true });
     }
 
     #[test]
@@ -296,7 +317,7 @@ mod tests {
         // Waiting on a call already under way is not a new call.
         assert!(matches!(table.claim(&store, &token("t0"), 10), Claim::Wait { .. }));
         let (slot, i) = slots[1];
-        table.finish(&store, slot, &token(&format!("t{i}")), false, 20);
+        table.finish(&store, slot, &token(&format!("t{i}")), Ending::Answered, 20);
         assert!(matches!(table.claim(&store, &token("t4"), 20), Claim::Lead { slot: Some(_) }));
         // Stale markers do not count.
         assert!(matches!(table.claim(&store, &token("t5"), 20 + table.wait_limit_ms()), Claim::Lead { .. }));
@@ -312,9 +333,9 @@ mod tests {
         let Claim::Lead { slot: Some(home) } = table.claim(&store, &a, 10) else { panic!() };
         let Claim::Lead { slot: Some(spare) } = table.claim(&store, &other, 10) else { panic!() };
         assert_ne!(home, spare);
-        table.finish(&store, spare, &other, false, 20);
+        table.finish(&store, spare, &other, Ending::Answered, 20);
         // Finishing someone else's slot does nothing.
-        table.finish(&store, home, &other, true, 20);
+        table.finish(&store, home, &other, Ending::Failed, 20);
         assert_eq!(table.leader_state(&store, home, &a, 20), LeaderState::Pending);
     }
 

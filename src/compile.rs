@@ -13,12 +13,16 @@ use crate::authority::HostPattern;
 use crate::cache::CacheSettings;
 use crate::claims::Extraction;
 use crate::client_auth::ClientAuth;
-use crate::config::{ConfigError, EnvLookup, RawAccess, RawApi, RawCache, RawConfig, RawIssuer, RawJwtMode, RawRule};
+use crate::config::{
+    take_api_options, ConfigError, EnvLookup, RawAccess, RawApi, RawApiOptions, RawCache, RawConfig, RawCorsPreflight,
+    RawIssuer, RawJwtMode, RawRule,
+};
 use crate::headers;
 use crate::keyring::KeySchedule;
+use crate::metadata::{MetadataFields, ResourceMetadata};
 use crate::path::read_path;
 use crate::policy::{Api, ApiId, Endpoint, IdentityHeaders, Issuer, IssuerId, LocalJwt, Policy, TrustedIssuer};
-use crate::rules::{is_role_name, Access, PathPattern, Rule, Rules, Target};
+use crate::rules::{is_role_name, Access, PathPattern, Query, Rule, Rules, Target};
 
 /// Where ZITADEL publishes its signing keys.
 pub const DEFAULT_JWKS_PATH: &str = "/oauth/v2/keys";
@@ -51,6 +55,10 @@ struct ApiDraft {
     issuers: Vec<IssuerId>,
     identity_headers: IdentityHeaders,
     claim_headers: Vec<(String, String)>,
+    metadata: Option<ResourceMetadata>,
+    stale_if_error_ms: u64,
+    dry_run: bool,
+    cors_preflight: bool,
 }
 
 pub(crate) fn compile(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Policy, ConfigError> {
@@ -80,8 +88,9 @@ pub(crate) fn compile(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Policy, 
 
     let mut api_ids = BTreeMap::new();
     let mut apis = Vec::new();
+    let issuer_urls: Vec<&str> = drafts.iter().map(|(_, url, ..)| url.as_str()).collect();
     for api in raw_apis {
-        let draft = api_draft(api, &issuer_ids)?;
+        let draft = api_draft(api, &issuer_ids, &issuer_urls)?;
         api_ids.insert(draft.name.clone(), ApiId(apis.len()));
         apis.push(draft);
     }
@@ -112,7 +121,12 @@ pub(crate) fn compile(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Policy, 
         apis.iter().filter(|api| api.generic_roles).map(|api| api.name.as_str()).collect()
     };
     let default_api = shorthand.then_some(ApiId(0));
-    let rules = compile_rules(std::mem::take(&mut raw.rules), raw.unmatched, &api_ids, default_api, &generic_roles)?;
+    let dry_run: Vec<bool> = apis.iter().map(|api| api.dry_run).collect();
+    let raw_rules = std::mem::take(&mut raw.rules);
+    let rules = compile_rules(raw_rules, raw.unmatched, &api_ids, default_api, &generic_roles, &dry_run)?;
+    for (at, api) in apis.iter().enumerate() {
+        check_resource_is_protected(api, ApiId(at), &rules, shorthand)?;
+    }
     let apis = apis.into_iter().map(|draft| finish_api(draft, &issuers, &forwarded_headers)).collect();
     Ok(Policy { issuers, apis, rules, forwarded_headers, cache, max_response_bytes: raw.max_response_bytes })
 }
@@ -150,6 +164,13 @@ fn expand(raw: &mut RawConfig) -> Result<Expanded, ConfigError> {
             issuers: vec![DEFAULT_NAME.into()],
             identity_headers: raw.identity_headers.take().unwrap_or_default(),
             claim_headers: raw.claim_headers.take().unwrap_or_default(),
+            resource: raw.resource.take(),
+            resource_name: raw.resource_name.take(),
+            scopes_supported: raw.scopes_supported.take(),
+            resource_documentation: raw.resource_documentation.take(),
+            stale_if_error_seconds: raw.stale_if_error_seconds.take(),
+            dry_run: raw.dry_run.take(),
+            cors_preflight: raw.cors_preflight.take(),
         };
         let issuer = Named { name: DEFAULT_NAME.into(), field: String::new(), raw: issuer };
         let api = Named { name: DEFAULT_NAME.into(), field: String::new(), raw: api };
@@ -166,9 +187,11 @@ fn expand(raw: &mut RawConfig) -> Result<Expanded, ConfigError> {
         ("identity_headers", raw.identity_headers.is_some()),
         ("claim_headers", raw.claim_headers.is_some()),
     ];
-    if let Some((field, _)) = shorthand_fields.iter().find(|(_, present)| *present) {
+    let api_options = take_api_options!(raw).given();
+    let present = shorthand_fields.iter().filter(|(_, present)| *present).map(|(field, _)| *field);
+    if let Some(field) = present.chain(api_options).next() {
         return Err(ConfigError::new(
-            *field,
+            field,
             "belongs to the one-issuer form; with issuers and apis, give it inside an issuer or an API",
         ));
     }
@@ -284,7 +307,12 @@ fn local_jwt(issuer: &Named<RawIssuer>, endpoint: &Endpoint) -> Result<Option<Lo
     Ok(Some(LocalJwt { jwks_path, schedule }))
 }
 
-fn api_draft(api: Named<RawApi>, issuer_ids: &BTreeMap<String, IssuerId>) -> Result<ApiDraft, ConfigError> {
+fn api_draft(
+    mut api: Named<RawApi>,
+    issuer_ids: &BTreeMap<String, IssuerId>,
+    issuer_urls: &[&str],
+) -> Result<ApiDraft, ConfigError> {
+    let options = take_api_options!(api.raw);
     let raw = &api.raw;
     if let Some(project_id) = &raw.project_id {
         if project_id.is_empty() || !project_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
@@ -344,15 +372,77 @@ fn api_draft(api: Named<RawApi>, issuer_ids: &BTreeMap<String, IssuerId>) -> Res
         headers::identity_headers(&raw.identity_headers).map_err(|(member, problem)| api.error(&member, problem))?;
     let claim_headers = headers::claim_headers(&raw.claim_headers, &identity_headers)
         .map_err(|(member, problem)| api.error(&member, problem))?;
+    let trusted_urls = issuers.iter().filter_map(|id| issuer_urls.get(id.0).copied()).collect();
+    let metadata = resource_metadata(&options, trusted_urls).map_err(|(member, problem)| api.error(member, problem))?;
+    let mut audiences = audiences;
+    // RFC 8707: a token asked for with the API's resource URL may carry it as its audience.
+    if let Some(metadata) = &metadata {
+        audiences = union(audiences.iter().chain([&metadata.resource]));
+    }
+    let stale_if_error_secs = options.stale_if_error_seconds.unwrap_or(0);
+    if stale_if_error_secs > 86_400 {
+        return Err(api.error("stale_if_error_seconds", "must be between 0 (off) and 86400"));
+    }
     Ok(ApiDraft {
+        generic_roles: raw.role_claims.is_none() && raw.project_id.is_none(),
         name: api.name,
         audiences,
         role_claims,
-        generic_roles: raw.role_claims.is_none() && raw.project_id.is_none(),
         issuers,
         identity_headers,
         claim_headers,
+        metadata,
+        stale_if_error_ms: stale_if_error_secs * 1000,
+        dry_run: options.dry_run.unwrap_or(false),
+        cors_preflight: options.cors_preflight == Some(RawCorsPreflight::Allow),
     })
+}
+
+/// An API's RFC 9728 metadata, when it names its `resource`; the other
+/// metadata fields without a `resource` are refused (they would do nothing).
+fn resource_metadata(
+    options: &RawApiOptions,
+    issuers: Vec<&str>,
+) -> Result<Option<ResourceMetadata>, (&'static str, String)> {
+    let Some(resource) = &options.resource else {
+        let orphan = [
+            ("resource_name", options.resource_name.is_some()),
+            ("scopes_supported", options.scopes_supported.is_some()),
+            ("resource_documentation", options.resource_documentation.is_some()),
+        ];
+        return match orphan.iter().find(|(_, given)| *given) {
+            Some((field, _)) => Err((field, "applies only with resource (the API's URL)".to_string())),
+            None => Ok(None),
+        };
+    };
+    let fields = MetadataFields {
+        resource,
+        resource_name: options.resource_name.as_deref(),
+        scopes_supported: options.scopes_supported.as_deref(),
+        resource_documentation: options.resource_documentation.as_deref(),
+        issuers,
+    };
+    ResourceMetadata::compile(&fields).map(Some)
+}
+
+/// An API's `resource` must be a URL its own rules protect: the metadata would
+/// otherwise advertise a resource the filter does not guard. Rules bound to
+/// Envoy's route names cannot be followed here, and are trusted.
+fn check_resource_is_protected(api: &ApiDraft, id: ApiId, rules: &Rules, shorthand: bool) -> Result<(), ConfigError> {
+    let Some(metadata) = &api.metadata else { return Ok(()) };
+    if rules.binds_to_routes() {
+        return Ok(());
+    }
+    let Ok(path) = read_path(metadata.resource_path.as_bytes()) else { return Ok(()) };
+    let protected = ["POST", "GET"].iter().any(|method| {
+        let query = Query { authority: &metadata.authority, method, path: &path, virtual_host: None, route: None };
+        matches!(rules.target_for(&query), Ok(Some(Target::Api { api, .. })) if *api == id)
+    });
+    if protected {
+        return Ok(());
+    }
+    let field = if shorthand { "resource".to_string() } else { format!("apis.{}.resource", api.name) };
+    Err(ConfigError::new(field, format!("{} is not sent to this API by any rule", metadata.resource)))
 }
 
 /// An API with, for each issuer it trusts, where its claims sit in that
@@ -384,6 +474,9 @@ fn finish_api(draft: ApiDraft, issuers: &[Issuer], forwarded: &[String]) -> Api 
         issuers: trusted,
         foreign_headers: forwarded.iter().filter(|name| !own.contains(name)).cloned().collect(),
         identity_headers: draft.identity_headers,
+        metadata: draft.metadata,
+        stale_if_error_ms: draft.stale_if_error_ms,
+        cors_preflight: draft.cors_preflight,
     }
 }
 
@@ -393,6 +486,7 @@ fn compile_rules(
     apis: &BTreeMap<String, ApiId>,
     default_api: Option<ApiId>,
     generic_roles: &[&str],
+    api_dry_run: &[bool],
 ) -> Result<Rules, ConfigError> {
     if raw.is_empty() {
         return Err(ConfigError::new("rules", "must list at least one rule"));
@@ -469,8 +563,14 @@ fn compile_rules(
             (None, default) => default,
         };
         let target = match (access, api) {
+            (None, _) if rule.dry_run.is_some() => {
+                return Err(ConfigError::new(field("dry_run"), "applies only to a rule that needs a token"))
+            }
             (None, _) => Target::Public,
-            (Some(access), Some(api)) => Target::Api { api, access },
+            (Some(access), Some(api)) => {
+                let dry_run = rule.dry_run.unwrap_or(false) || api_dry_run.get(api.0).copied().unwrap_or(false);
+                Target::Api { api, access, dry_run }
+            }
             (Some(_), None) => {
                 return Err(ConfigError::new(field("api"), "must name the API this rule protects (one of apis)"))
             }
@@ -481,7 +581,10 @@ fn compile_rules(
         match (unmatched.unwrap_or(RawAccess::Deny), default_api) {
             (RawAccess::Deny, _) => None,
             (RawAccess::Public, _) => Some(Target::Public),
-            (RawAccess::Authenticated, Some(api)) => Some(Target::Api { api, access: Access::Authenticated }),
+            (RawAccess::Authenticated, Some(api)) => {
+                let dry_run = api_dry_run.get(api.0).copied().unwrap_or(false);
+                Some(Target::Api { api, access: Access::Authenticated, dry_run })
+            }
             (RawAccess::Authenticated, None) => return Err(ConfigError::new(
                 "unmatched",
                 "must be \"deny\" or \"public\" when the configuration has apis; protect the rest with a last rule \

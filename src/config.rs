@@ -104,6 +104,21 @@ pub(crate) struct RawConfig {
     pub identity_headers: Option<RawIdentityHeaders>,
     #[serde(default)]
     pub claim_headers: Option<BTreeMap<String, String>>,
+    // RFC 9728, stale-if-error, dry-run, CORS preflights (see `RawApiOptions`).
+    #[serde(default)]
+    pub resource: Option<String>,
+    #[serde(default)]
+    pub resource_name: Option<String>,
+    #[serde(default)]
+    pub scopes_supported: Option<Vec<String>>,
+    #[serde(default)]
+    pub resource_documentation: Option<String>,
+    #[serde(default)]
+    pub stale_if_error_seconds: Option<u64>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    #[serde(default)]
+    pub cors_preflight: Option<RawCorsPreflight>,
     // Several issuers and APIs.
     #[serde(default)]
     pub issuers: Option<BTreeMap<String, RawIssuer>>,
@@ -173,6 +188,79 @@ pub(crate) struct RawApi {
     pub identity_headers: RawIdentityHeaders,
     #[serde(default)]
     pub claim_headers: BTreeMap<String, String>,
+    // RFC 9728, stale-if-error, dry-run, CORS preflights (see `RawApiOptions`).
+    #[serde(default)]
+    pub resource: Option<String>,
+    #[serde(default)]
+    pub resource_name: Option<String>,
+    #[serde(default)]
+    pub scopes_supported: Option<Vec<String>>,
+    #[serde(default)]
+    pub resource_documentation: Option<String>,
+    #[serde(default)]
+    pub stale_if_error_seconds: Option<u64>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    #[serde(default)]
+    pub cors_preflight: Option<RawCorsPreflight>,
+}
+
+/// What an API may add to its token checks, as given in `apis.NAME` or, in
+/// the one-issuer form, at the top level. (Not a flattened struct: serde
+/// cannot refuse unknown fields beside a flattened one.)
+#[derive(Default)]
+pub(crate) struct RawApiOptions {
+    /// RFC 9728: the API's canonical URL, which makes the filter publish its
+    /// protected-resource metadata and point its challenges at it.
+    pub resource: Option<String>,
+    pub resource_name: Option<String>,
+    pub scopes_supported: Option<Vec<String>>,
+    pub resource_documentation: Option<String>,
+    /// How long after its end a valid verdict may still admit while the issuer fails.
+    pub stale_if_error_seconds: Option<u64>,
+    /// Count and log what would be denied, and let it through.
+    pub dry_run: Option<bool>,
+    /// `allow`: CORS preflights pass without a token.
+    pub cors_preflight: Option<RawCorsPreflight>,
+}
+
+/// Moves an API's options out of a raw struct that has them as fields.
+macro_rules! take_api_options {
+    ($raw:expr) => {
+        RawApiOptions {
+            resource: $raw.resource.take(),
+            resource_name: $raw.resource_name.take(),
+            scopes_supported: $raw.scopes_supported.take(),
+            resource_documentation: $raw.resource_documentation.take(),
+            stale_if_error_seconds: $raw.stale_if_error_seconds.take(),
+            dry_run: $raw.dry_run.take(),
+            cors_preflight: $raw.cors_preflight.take(),
+        }
+    };
+}
+pub(crate) use take_api_options;
+
+impl RawApiOptions {
+    /// The fields given, by name (the one-issuer form's must not sit beside `apis`).
+    pub(crate) fn given(&self) -> Vec<&'static str> {
+        let fields = [
+            ("resource", self.resource.is_some()),
+            ("resource_name", self.resource_name.is_some()),
+            ("scopes_supported", self.scopes_supported.is_some()),
+            ("resource_documentation", self.resource_documentation.is_some()),
+            ("stale_if_error_seconds", self.stale_if_error_seconds.is_some()),
+            ("dry_run", self.dry_run.is_some()),
+            ("cors_preflight", self.cors_preflight.is_some()),
+        ];
+        fields.into_iter().filter(|(_, given)| *given).map(|(name, _)| name).collect()
+    }
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawCorsPreflight {
+    Allow,
+    Deny,
 }
 
 #[derive(Deserialize)]
@@ -283,6 +371,9 @@ pub(crate) struct RawRule {
     /// Envoy's name for the route its router picked.
     #[serde(default)]
     pub route: Option<String>,
+    /// Count and log what this rule would deny, and let it through.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -105,7 +105,7 @@ fn shorthand_is_one_issuer_and_one_api_with_documented_defaults() {
     assert_eq!(policy.rules.rules()[3].methods, Some(vec!["GET".to_string()]));
     assert_eq!(
         policy.rules.rules()[2].target,
-        Target::Api { api: ApiId(0), access: Access::AnyRole(vec!["read:messages".into()]) }
+        Target::Api { api: ApiId(0), access: Access::AnyRole(vec!["read:messages".into()]), dry_run: false }
     );
     assert_eq!(policy.rules.rules()[0].target, Target::Public);
 }
@@ -123,7 +123,10 @@ fn shorthand_unmatched_authenticated_protects_the_one_api() {
     let mut config = valid();
     config["unmatched"] = json!("authenticated");
     let policy = load_value(&config).unwrap();
-    assert_eq!(policy.rules.unmatched(), Some(&Target::Api { api: ApiId(0), access: Access::Authenticated }));
+    assert_eq!(
+        policy.rules.unmatched(),
+        Some(&Target::Api { api: ApiId(0), access: Access::Authenticated, dry_run: false })
+    );
 }
 
 #[test]
@@ -166,7 +169,10 @@ fn full_form_resolves_every_name() {
     assert_eq!(policy.apis[0].foreign_headers, ["x-auth-org", "x-partner-user"]);
     assert_eq!(policy.apis[2].foreign_headers, ["x-auth-subject", "x-auth-org"]);
     assert_eq!(policy.rules.rules()[1].target, Target::Public);
-    assert_eq!(policy.rules.rules()[3].target, Target::Api { api: ApiId(2), access: Access::Authenticated });
+    assert_eq!(
+        policy.rules.rules()[3].target,
+        Target::Api { api: ApiId(2), access: Access::Authenticated, dry_run: false }
+    );
 }
 
 /// One ZITADEL instance, introspected with each project's own API app.
@@ -457,6 +463,32 @@ fn invalid_gateway_configs_name_the_field() {
         ("rules[0].host", Box::new(|c| c["rules"][0]["host"] = json!("orders.example.com."))),
         ("rules[0].host", Box::new(|c| c["rules"][0]["host"] = json!("[0:0::1]"))),
         ("jwt", Box::new(|c| c["jwt"] = json!({"mode": "local"}))),
+        ("resource", Box::new(|c| c["resource"] = json!("https://orders.example.com/"))),
+        ("dry_run", Box::new(|c| c["dry_run"] = json!(true))),
+        ("apis.orders.resource", Box::new(|c| c["apis"]["orders"]["resource"] = json!("orders.example.com"))),
+        (
+            "apis.orders.resource",
+            Box::new(|c| c["apis"]["orders"]["resource"] = json!("https://orders.example.com/a?b")),
+        ),
+        (
+            "apis.orders.resource",
+            Box::new(|c| c["apis"]["orders"]["resource"] = json!("https://elsewhere.example.com/orders")),
+        ),
+        ("apis.orders.resource_name", Box::new(|c| c["apis"]["orders"]["resource_name"] = json!("Orders"))),
+        (
+            "apis.orders.scopes_supported",
+            Box::new(|c| {
+                c["apis"]["orders"]["resource"] = json!("https://orders.example.com/");
+                c["apis"]["orders"]["scopes_supported"] = json!(["a b"])
+            }),
+        ),
+        (
+            "apis.orders.stale_if_error_seconds",
+            Box::new(|c| c["apis"]["orders"]["stale_if_error_seconds"] = json!(86401)),
+        ),
+        ("apis.orders.cors_preflight", Box::new(|c| c["apis"]["orders"]["cors_preflight"] = json!("maybe"))),
+        ("apis.orders.dry_run", Box::new(|c| c["apis"]["orders"]["dry_run"] = json!("yes"))),
+        ("rules[1].dry_run", Box::new(|c| c["rules"][1]["dry_run"] = json!(true))),
         ("issuers.main.jwt.mode", Box::new(|c| c["issuers"]["main"]["jwt"] = json!({"mode": "jwks"}))),
         ("issuers.main.jwt.mode", Box::new(|c| c["issuers"]["main"]["jwt"] = json!({"mode": true}))),
         ("issuers.main.jwt.jwks_uri", Box::new(|c| c["issuers"]["main"]["jwt"] = json!({"jwks_uri": "/k"}))),
@@ -640,4 +672,39 @@ fn local_jwt_mode_compiles_with_defaults_and_one_second_values() {
     // The mode is part of what cached verdicts depend on.
     let introspected = load_value(&gateway()).unwrap().issuers[0].fingerprint;
     assert_ne!(policy.issuers[0].fingerprint, introspected);
+}
+
+#[test]
+fn api_options_compile_in_both_forms() {
+    let mut config = valid();
+    config["resource"] = json!("http://127.0.0.1:10000/api/private-scoped");
+    config["scopes_supported"] = json!(["openid", "urn:zitadel:iam:org:project:id:300000000000000001:aud"]);
+    config["stale_if_error_seconds"] = json!(120);
+    config["cors_preflight"] = json!("allow");
+    config["dry_run"] = json!(true);
+    let policy = load_value(&config).unwrap();
+    let api = &policy.apis[0];
+    let metadata = api.metadata.as_ref().expect("metadata");
+    assert_eq!(metadata.url, "http://127.0.0.1:10000/.well-known/oauth-protected-resource/api/private-scoped");
+    assert_eq!((api.stale_if_error_ms, api.cors_preflight), (120_000, true));
+    assert!(api.audiences.contains(&"http://127.0.0.1:10000/api/private-scoped".to_string()));
+    let dry = policy.rules.rules().iter().filter(|rule| matches!(rule.target, Target::Api { dry_run: true, .. }));
+    assert_eq!(dry.count(), 2, "every protected rule of the API");
+
+    let mut config = gateway();
+    config["apis"]["orders"]["resource"] = json!("https://orders.example.com/");
+    config["rules"][0]["dry_run"] = json!(true);
+    let policy = load_value(&config).unwrap();
+    assert_eq!(
+        policy
+            .apis
+            .iter()
+            .find(|api| api.name == "orders")
+            .and_then(|api| api.metadata.as_ref())
+            .map(|m| m.url.as_str()),
+        Some("https://orders.example.com/.well-known/oauth-protected-resource")
+    );
+    assert!(matches!(policy.rules.rules()[0].target, Target::Api { dry_run: true, .. }));
+    assert!(matches!(policy.rules.rules()[2].target, Target::Api { dry_run: false, .. }));
+    assert!(policy.apis.iter().all(|api| api.stale_if_error_ms == 0 && !api.cors_preflight), "off by default");
 }

@@ -11,8 +11,9 @@
 //! an issuer that could not answer (503) before a valid token's wrong
 //! audience or missing role (401, 403) before the issuers' refusals (401).
 
-use crate::authority::{canonical_authority, HostError};
+use crate::authority::{canonical_authority, Authority, HostError};
 use crate::claims::{Identity, Rejection, Verdict};
+use crate::metadata::{MetadataMethod, WELL_KNOWN};
 use crate::path::{read_path, PathError};
 use crate::policy::{ApiId, IssuerId, Policy};
 use crate::request::Repeated;
@@ -26,12 +27,25 @@ use crate::token::{bearer_token, token_shape, TokenError, TokenShape};
 pub enum Start {
     /// Refused before any rule applied (a malformed request, no rule).
     Deny(Denial),
-    /// Refused under the rule of this API (no token, or one that cannot be its).
-    Refuse { api: ApiId, denial: Denial },
+    /// Refused under the rule of an API (no token, or one that cannot be its).
+    Refuse { protected: Protected, denial: Denial },
     /// Forward it, without any of the forwarded headers a client may have sent.
     Public,
+    /// A CORS preflight of an API that lets them pass without a token:
+    /// forwarded like a public request.
+    Preflight { api: ApiId },
+    /// A request for an API's RFC 9728 metadata, which the filter answers.
+    Metadata { api: ApiId, method: MetadataMethod },
     /// Find out whether its token is valid for the rule's API.
     Check(Check),
+}
+
+/// The API a request falls under, and whether its rule only counts denials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protected {
+    pub api: ApiId,
+    /// Dry run: a denial is counted and logged, and the request passes.
+    pub dry_run: bool,
 }
 
 /// Reads a request (see the module documentation).
@@ -51,6 +65,9 @@ pub fn start(policy: &Policy, request: &Request<'_>) -> Start {
         Ok(path) => path,
         Err(err) => return Start::Deny(Denial::BadPath(err)),
     };
+    if let Some(start) = metadata_request(policy, &authority, request) {
+        return start;
+    }
     // A method, virtual host or route name that is not UTF-8 matches no rule that names one.
     let query = Query {
         authority: &authority,
@@ -59,25 +76,31 @@ pub fn start(policy: &Policy, request: &Request<'_>) -> Start {
         virtual_host: request.virtual_host.and_then(|name| std::str::from_utf8(name).ok()),
         route: request.route.and_then(|name| std::str::from_utf8(name).ok()),
     };
-    let (api_id, access) = match policy.rules.target_for(&query) {
+    let (protected, access) = match policy.rules.target_for(&query) {
         Err(Disagreement::Port) => return Start::Deny(Denial::BadHost(HostError::PortDecides)),
         Err(Disagreement::Path) => return Start::Deny(Denial::BadPath(PathError::ReadDifferently)),
         Ok(None) => return Start::Deny(Denial::NoRule),
         Ok(Some(Target::Public)) => return Start::Public,
-        Ok(Some(Target::Api { api, access })) => (*api, access),
+        Ok(Some(Target::Api { api, access, dry_run })) => (Protected { api: *api, dry_run: *dry_run }, access),
     };
+    let api_id = protected.api;
     let Some(api) = policy.api(api_id) else {
         return Start::Deny(Denial::IssuerUnavailable);
     };
+    // A browser's preflight carries no credentials: the API may let it through.
+    if api.cors_preflight && query.method == "OPTIONS" && request.origin && request.cors_request_method {
+        return Start::Preflight { api: api_id };
+    }
+    let refuse = |denial| Start::Refuse { protected, denial };
     let header = match request.authorization.map(std::str::from_utf8) {
         None => None,
         Some(Ok(value)) => Some(value),
-        Some(Err(_)) => return Start::Refuse { api: api_id, denial: Denial::MalformedToken },
+        Some(Err(_)) => return refuse(Denial::MalformedToken),
     };
     let token = match bearer_token(header) {
         Ok(token) => token,
-        Err(TokenError::Missing) => return Start::Refuse { api: api_id, denial: Denial::MissingToken },
-        Err(TokenError::Malformed) => return Start::Refuse { api: api_id, denial: Denial::MalformedToken },
+        Err(TokenError::Missing) => return refuse(Denial::MissingToken),
+        Err(TokenError::Malformed) => return refuse(Denial::MalformedToken),
     };
     let shape = token_shape(token);
     let jwt = matches!(shape, TokenShape::Jwt { .. });
@@ -93,16 +116,14 @@ pub fn start(policy: &Policy, request: &Request<'_>) -> Start {
                 .filter(|&id| policy.issuer(id).is_some_and(|i| i.url() == issuer))
                 .collect();
             if named.is_empty() {
-                return Start::Refuse { api: api_id, denial: Denial::InvalidToken(Rejection::UntrustedIssuer) };
+                return refuse(Denial::InvalidToken(Rejection::UntrustedIssuer));
             }
             named
         }
-        TokenShape::JwtWithoutIssuer => {
-            return Start::Refuse { api: api_id, denial: Denial::InvalidToken(Rejection::NoIssuer) }
-        }
+        TokenShape::JwtWithoutIssuer => return refuse(Denial::InvalidToken(Rejection::NoIssuer)),
     };
     Start::Check(Check {
-        api: api_id,
+        protected,
         access: access.clone(),
         token: token.to_owned(),
         jwt,
@@ -119,14 +140,52 @@ pub fn start(policy: &Policy, request: &Request<'_>) -> Start {
 pub enum Failure {
     /// The call failed or its answer was unusable.
     Unavailable,
+    /// The issuer is down: refused the connection, timed out, or answered 5xx.
+    /// Like `Unavailable`, except that an API may then admit on a recent
+    /// valid verdict (stale-if-error).
+    Outage,
     /// `max_in_flight` calls to the issuer were under way already.
     Overloaded,
+}
+
+/// A request for an API's metadata (see `metadata`): the well-known path
+/// with the resource's path, on the resource's host; or the bare well-known
+/// path, for the API on that host whose resource has no path, or else the one
+/// API with metadata there.
+fn metadata_request(policy: &Policy, authority: &Authority, request: &Request<'_>) -> Option<Start> {
+    let path = request.path.split(|&b| b == b'?').next().unwrap_or_default();
+    if !path.starts_with(WELL_KNOWN.as_bytes()) {
+        return None;
+    }
+    let on_host = || {
+        let apis = policy.apis.iter().enumerate();
+        apis.filter_map(|(at, api)| Some((ApiId(at), api.metadata.as_ref()?))).filter(|(_, m)| m.serves_host(authority))
+    };
+    let exact = on_host().find(|(_, metadata)| metadata.path.as_bytes() == path);
+    let api = match exact {
+        Some((api, _)) => api,
+        None if path == WELL_KNOWN.as_bytes() => {
+            let mut candidates = on_host();
+            match (candidates.next(), candidates.next()) {
+                (Some((api, _)), None) => api,
+                _ => return None,
+            }
+        }
+        None => return None,
+    };
+    let method = match request.method {
+        b"GET" => MetadataMethod::Get,
+        b"HEAD" => MetadataMethod::Head,
+        b"OPTIONS" => MetadataMethod::Options,
+        _ => MetadataMethod::Other,
+    };
+    Some(Start::Metadata { api, method })
 }
 
 /// A token being checked for one API, one issuer at a time.
 #[derive(Debug)]
 pub struct Check {
-    api: ApiId,
+    protected: Protected,
     access: Access,
     token: String,
     /// The token is a JWT naming its issuer (which may verify it locally).
@@ -168,6 +227,8 @@ pub struct Admission<'p> {
     /// The token's `sub` and `client_id`, for the access log.
     pub subject: String,
     pub client_id: String,
+    /// Admitted on a recent verdict while the issuer was down (stale-if-error).
+    pub stale: bool,
 }
 
 impl Check {
@@ -176,12 +237,22 @@ impl Check {
     }
 
     pub fn api(&self) -> ApiId {
-        self.api
+        self.protected.api
+    }
+
+    /// The API and whether its rule only counts denials.
+    pub fn protected(&self) -> Protected {
+        self.protected
     }
 
     /// Whether the token is a JWT that names its issuer.
     pub fn is_jwt(&self) -> bool {
         self.jwt
+    }
+
+    /// The issuer [`Check::step`] asks now, if any is left.
+    pub fn current(&self) -> Option<IssuerId> {
+        self.candidates.get(self.next).copied()
     }
 
     /// The issuers after the one [`Check::step`] asks.
@@ -193,7 +264,7 @@ impl Check {
     /// found in the cache, gives, if it admits: any trusted issuer's verdict
     /// that admits suffices, so the earlier ones need not be asked again.
     pub fn admitted_by<'p>(&self, policy: &'p Policy, issuer: IssuerId, identity: &Identity) -> Option<Admission<'p>> {
-        match admit(policy, self.api, issuer, identity, &self.access) {
+        match admit(policy, self.protected.api, issuer, identity, &self.access) {
             Decision::Admit(admission) => Some(admission),
             Decision::Deny(_) => None,
         }
@@ -206,7 +277,7 @@ impl Check {
         }
         Step::Done(Decision::Deny(match (self.failure, &self.refusal) {
             // Some issuer could not answer: it might have admitted the token.
-            (Some(Failure::Unavailable), _) => Denial::IssuerUnavailable,
+            (Some(Failure::Unavailable | Failure::Outage), _) => Denial::IssuerUnavailable,
             (Some(Failure::Overloaded), _) => Denial::Overloaded,
             (None, Some(refusal)) => refusal.clone(),
             (None, None) => Denial::InvalidToken(self.rejection.unwrap_or(Rejection::Inactive)),
@@ -221,7 +292,7 @@ impl Check {
         self.next = self.next.saturating_add(1);
         match (outcome, issuer) {
             (Ok(Verdict::Valid(identity)), Some(issuer)) => {
-                match admit(policy, self.api, issuer, identity, &self.access) {
+                match admit(policy, self.protected.api, issuer, identity, &self.access) {
                     Decision::Admit(admission) => return Some(Decision::Admit(admission)),
                     Decision::Deny(refusal) => {
                         self.refusal.get_or_insert(refusal);
@@ -288,7 +359,7 @@ pub fn admit<'p>(
     }
     let issuer = policy.issuer(trusted.id).map_or("", |issuer| issuer.name.as_str());
     let (subject, client_id) = (identity.subject.clone(), identity.client_id.clone());
-    Decision::Admit(Admission { set, remove: &api.foreign_headers, issuer, subject, client_id })
+    Decision::Admit(Admission { set, remove: &api.foreign_headers, issuer, subject, client_id, stale: false })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use serde_json::json;
 use super::*;
 use crate::authority::HostError;
 use crate::load::load;
+use crate::metadata::MetadataMethod;
 use crate::path::PathError;
 
 pub(crate) const MAIN: &str = "https://main.example";
@@ -182,7 +183,7 @@ fn start_matches_host_then_path() {
     // Refused under billing's rule: the access log names the API.
     assert!(matches!(
         start(&policy, &request("billing.example.com", "/other", None)),
-        Start::Refuse { api: BILLING, .. }
+        Start::Refuse { protected: Protected { api: BILLING, dry_run: false }, .. }
     ));
     assert_eq!(denial(start(&policy, &request("shipping.example.com", "/health", None))), Denial::NoRule);
     assert_eq!(denial(start(&policy, &request("partners.example.com", "/x", None))), Denial::NoRule);
@@ -393,4 +394,105 @@ fn a_header_the_decision_reads_given_twice_is_refused() {
     assert_eq!(denial(start(&policy, &twice(Repeated::Authority))), Denial::BadHost(HostError::Repeated));
     assert_eq!(denial(start(&policy, &twice(Repeated::Path))), Denial::BadPath(PathError::Repeated));
     assert_eq!(denial(start(&policy, &twice(Repeated::Authorization))), Denial::MalformedToken);
+}
+
+// ---- RFC 9728 metadata, CORS preflights, dry runs ----
+
+pub(crate) const MCP_RESOURCE: &str = "https://mcp.example.com/mcp";
+
+/// The gateway plus an MCP server at mcp.example.com/mcp (project 400) that
+/// publishes its metadata and lets CORS preflights through, and a dry-run API.
+pub(crate) fn mcp_gateway() -> Policy {
+    let mut config = gateway_config();
+    config["apis"]["mcp"] = json!({
+        "project_id": "400", "issuers": ["main"], "resource": MCP_RESOURCE, "resource_name": "Orders MCP",
+        "scopes_supported": ["urn:zitadel:iam:org:project:id:400:aud"], "cors_preflight": "allow",
+        "stale_if_error_seconds": 60
+    });
+    config["apis"]["trial"] = json!({"project_id": "500", "issuers": ["main"], "dry_run": true});
+    let rules = config["rules"].as_array_mut().unwrap();
+    rules.insert(0, json!({"host": "mcp.example.com", "prefix": "/mcp", "api": "mcp", "access": "authenticated"}));
+    rules.insert(1, json!({"host": "trial.example.com", "prefix": "/", "api": "trial", "access": "authenticated"}));
+    rules.insert(
+        2,
+        json!({"host": "orders.example.com", "prefix": "/beta", "api": "orders", "access": "roles",
+                           "roles": ["beta"], "dry_run": true}),
+    );
+    load(config.to_string().as_bytes(), &|_| None).expect("the MCP gateway configuration compiles")
+}
+
+fn metadata_api(start: Start) -> Option<(ApiId, MetadataMethod)> {
+    match start {
+        Start::Metadata { api, method } => Some((api, method)),
+        _ => None,
+    }
+}
+
+#[test]
+fn metadata_is_answered_at_the_resources_own_well_known_path_and_host() {
+    let policy = mcp_gateway();
+    let mcp = ApiId(policy.apis.iter().position(|api| api.name == "mcp").unwrap());
+    let well_known = "/.well-known/oauth-protected-resource/mcp";
+    for host in ["mcp.example.com", "MCP.example.com", "mcp.example.com:443"] {
+        assert_eq!(metadata_api(start(&policy, &request(host, well_known, None))), Some((mcp, MetadataMethod::Get)));
+    }
+    // The bare path too: the one API with metadata on that host.
+    let bare = start(&policy, &request("mcp.example.com", "/.well-known/oauth-protected-resource", None));
+    assert_eq!(metadata_api(bare), Some((mcp, MetadataMethod::Get)));
+    // Not on another host, another port, or another resource path: rules decide.
+    for (host, path) in [
+        ("orders.example.com", well_known),
+        ("mcp.example.com:8443", well_known),
+        ("mcp.example.com", "/.well-known/oauth-protected-resource/other"),
+        ("mcp.example.com", "/.well-known/oauth-protected-resource/mcp/x"),
+    ] {
+        assert_eq!(metadata_api(start(&policy, &request(host, path, None))), None, "{host}{path}");
+    }
+    let options = Request { method: b"OPTIONS", ..request("mcp.example.com", well_known, None) };
+    assert_eq!(metadata_api(start(&policy, &options)), Some((mcp, MetadataMethod::Options)));
+    let post = Request { method: b"POST", ..request("mcp.example.com", well_known, None) };
+    assert_eq!(metadata_api(start(&policy, &post)), Some((mcp, MetadataMethod::Other)));
+    // The resource URL is one of the API's audiences (RFC 8707), beside the project id.
+    assert_eq!(policy.api(mcp).unwrap().audiences, vec!["400".to_string(), MCP_RESOURCE.to_string()]);
+}
+
+#[test]
+fn a_cors_preflight_passes_only_where_the_api_allows_it() {
+    let policy = mcp_gateway();
+    let preflight = |host: &'static str, origin: bool, method: bool| Request {
+        method: b"OPTIONS",
+        origin,
+        cors_request_method: method,
+        ..request(host, "/mcp", None)
+    };
+    assert!(matches!(start(&policy, &preflight("mcp.example.com", true, true)), Start::Preflight { .. }));
+    // Not a preflight without both headers, nor where the API does not allow them.
+    assert_eq!(denial(start(&policy, &preflight("mcp.example.com", true, false))), Denial::MissingToken);
+    assert_eq!(denial(start(&policy, &preflight("mcp.example.com", false, true))), Denial::MissingToken);
+    let orders = Request {
+        method: b"OPTIONS",
+        origin: true,
+        cors_request_method: true,
+        ..request("orders.example.com", "/x", None)
+    };
+    assert_eq!(denial(start(&policy, &orders)), Denial::MissingToken);
+}
+
+#[test]
+fn dry_run_comes_from_the_rule_or_its_api() {
+    let policy = mcp_gateway();
+    let dry = |host, path| match start(&policy, &request(host, path, None)) {
+        Start::Refuse { protected, .. } => protected.dry_run,
+        other => panic!("not refused: {other:?}"),
+    };
+    assert!(dry("trial.example.com", "/x"), "the API's dry_run");
+    assert!(dry("orders.example.com", "/beta/x"), "the rule's dry_run");
+    assert!(!dry("orders.example.com", "/x"));
+    let token = "Bearer t";
+    let check = |host: &str, path: &str| match start(&policy, &request(host, path, Some(token))) {
+        Start::Check(check) => check.protected().dry_run,
+        other => panic!("no check: {other:?}"),
+    };
+    assert!(check("orders.example.com", "/beta"));
+    assert!(!check("mcp.example.com", "/mcp"));
 }

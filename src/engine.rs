@@ -23,15 +23,16 @@
 //! which the root's tick starts, and goes on at the tick after it ends.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use log::{debug, error, warn};
+use log::{debug, error, info, warn};
 use sha2::{Digest, Sha256};
 
 use crate::cache::{StoreOutcome, VerdictCache};
 use crate::claims::{Rejection, Verdict};
-use crate::coalesce::{Claim, InFlightTable, LeaderState};
-use crate::decision::{self, Admission, Check, Decision, Failure, Request, Start, Step};
+use crate::coalesce::{Claim, Ending, InFlightTable, LeaderState};
+use crate::decision::{self, Admission, Check, Decision, Failure, Protected, Request, Start, Step};
 use crate::host::{CallAnswer, Host};
 use crate::introspection::{self, IssuerError};
 use crate::jwt;
@@ -41,7 +42,7 @@ use crate::policy::{ApiId, Issuer, IssuerId, LocalJwt, Policy};
 use crate::probe::{Prober, PROBE_DELAY};
 use crate::record::{self, Field};
 use crate::request::underscore_spellings;
-use crate::response::Denial;
+use crate::response::{metadata_reply, Denial};
 use crate::token::TokenHash;
 
 /// How often a VM with waiting requests looks for their leaders' verdicts.
@@ -55,6 +56,8 @@ pub const KEYS_TICK: Duration = Duration::from_secs(1);
 /// Requests one VM lets wait for one issuer's keys; more get 503 at once, so
 /// tokens with made-up `kid`s cannot pile up paused requests.
 const MAX_KEY_WAITERS: usize = 256;
+/// Tokens remembered per VM so that a stale admission is logged once per token.
+const STALE_LOGGED: usize = 1024;
 
 /// The shared-data namespace of a plugin instance, from its name and root
 /// id: shared data is per VM id, and several plugins (two listeners' filters,
@@ -128,6 +131,8 @@ pub struct Engine<H: Host> {
     prober: Option<Prober>,
     /// One per issuer, in the policy's order: the keys of those in the local JWT mode.
     keyrings: Vec<Option<Keyring>>,
+    /// The tokens admitted on a stale verdict lately, to log each once.
+    stale_logged: RefCell<VecDeque<TokenHash>>,
 }
 
 impl<H: Host> Engine<H> {
@@ -172,6 +177,7 @@ impl<H: Host> Engine<H> {
             admitted: RefCell::default(),
             prober: None,
             keyrings,
+            stale_logged: RefCell::default(),
         }
     }
 
@@ -201,19 +207,27 @@ impl<H: Host> Engine<H> {
             }
         }
         match decision::start(&self.policy, request) {
-            Start::Deny(denial) => self.deny(denial),
-            Start::Refuse { api, denial } => {
-                self.record_api(api);
-                self.deny(denial)
+            Start::Deny(denial) => self.deny(context_id, denial, None),
+            Start::Refuse { protected, denial } => {
+                self.record_api(protected.api);
+                self.deny(context_id, denial, Some(protected))
             }
-            Start::Public => {
-                for name in &self.policy.forwarded_headers {
-                    self.host.set_request_header(name, None);
-                }
-                self.host.record(Field::Decision, "allow");
-                self.host.record(Field::Reason, record::PUBLIC);
-                self.admitted.borrow_mut().push(context_id);
-                Flow::Continue
+            Start::Public => self.pass(context_id, record::PUBLIC),
+            Start::Preflight { api } => {
+                self.record_api(api);
+                self.host.count(Counter::CorsPreflights);
+                self.pass(context_id, record::CORS_PREFLIGHT)
+            }
+            Start::Metadata { api, method } => {
+                self.record_api(api);
+                let Some(metadata) = self.policy.api(api).and_then(|api| api.metadata.as_ref()) else {
+                    return self.deny(context_id, Denial::NoRule, None);
+                };
+                self.host.count(Counter::MetadataServed);
+                self.host.record(Field::Decision, "answer");
+                self.host.record(Field::Reason, record::RESOURCE_METADATA);
+                self.host.reply(&metadata_reply(metadata, method));
+                Flow::Pause
             }
             Start::Check(check) => match self.host.now_ms() {
                 Some(now_ms) => {
@@ -222,10 +236,22 @@ impl<H: Host> Engine<H> {
                 }
                 None => {
                     self.note_issuer_error(None, &IssuerError::Clock);
-                    self.deny(Denial::IssuerUnavailable)
+                    self.deny(context_id, Denial::IssuerUnavailable, Some(check.protected()))
                 }
             },
         }
+    }
+
+    /// Lets a request go on without a token, and without any of the forwarded
+    /// headers a client may have sent.
+    fn pass(&self, context_id: u32, reason: &str) -> Flow {
+        for name in &self.policy.forwarded_headers {
+            self.host.set_request_header(name, None);
+        }
+        self.host.record(Field::Decision, "allow");
+        self.host.record(Field::Reason, reason);
+        self.admitted.borrow_mut().push(context_id);
+        Flow::Continue
     }
 
     /// Whether a request's body and trailers may go on: only once it is
@@ -237,15 +263,16 @@ impl<H: Host> Engine<H> {
     /// Takes verdicts for the current request until one decides or it must
     /// wait. Acts on the current (effective) request, `context_id`.
     fn advance(&self, context_id: u32, mut check: Check, mut tries: Tries, now_ms: u64) -> Flow {
+        let protected = check.protected();
         loop {
             let issuer_id = match check.step() {
-                Step::Done(decision) => return self.conclude(context_id, decision),
+                Step::Done(decision) => return self.conclude(context_id, decision, protected),
                 Step::Ask(issuer) => issuer,
             };
             let (Some(issuer), Some(table)) = (self.policy.issuer(issuer_id), self.in_flight.get(issuer_id.0)) else {
                 // Cannot happen: every id comes from the same policy.
                 if let Some(decision) = check.record(&self.policy, Err(Failure::Unavailable)) {
-                    return self.conclude(context_id, decision);
+                    return self.conclude(context_id, decision, protected);
                 }
                 continue;
             };
@@ -253,14 +280,14 @@ impl<H: Host> Engine<H> {
             if let Some(verdict) = self.cache.lookup(&self.host, &hash, issuer.fingerprint, now_ms) {
                 self.host.count(Counter::CacheHits);
                 if let Some(decision) = check.record(&self.policy, Ok(&verdict)) {
-                    return self.conclude(context_id, decision);
+                    return self.conclude(context_id, decision, protected);
                 }
                 tries = Tries::default();
                 continue;
             }
             self.host.count(Counter::CacheMisses);
             if let Some(decision) = self.cached_later(&check, now_ms) {
-                return self.conclude(context_id, decision);
+                return self.conclude(context_id, decision, protected);
             }
             let keyring = self.keyrings.get(issuer_id.0).and_then(Option::as_ref).filter(|_| check.is_jwt());
             if let Some(keyring) = keyring {
@@ -283,7 +310,7 @@ impl<H: Host> Engine<H> {
                     }
                 };
                 if let Some(decision) = outcome {
-                    return self.conclude(context_id, decision);
+                    return self.conclude(context_id, decision, protected);
                 }
                 tries = Tries::default();
                 continue;
@@ -295,7 +322,7 @@ impl<H: Host> Engine<H> {
                         issuer.name, issuer.endpoint.max_in_flight
                     );
                     if let Some(decision) = check.record(&self.policy, Err(Failure::Overloaded)) {
-                        return self.conclude(context_id, decision);
+                        return self.conclude(context_id, decision, protected);
                     }
                     tries = Tries::default();
                     continue;
@@ -311,7 +338,7 @@ impl<H: Host> Engine<H> {
                 // on the next round. One call per token, always.
                 Claim::Lead { slot } if self.cache.lookup(&self.host, &hash, issuer.fingerprint, now_ms).is_some() => {
                     if let Some(slot) = slot {
-                        table.finish(&self.host, slot, &hash, false, now_ms);
+                        table.finish(&self.host, slot, &hash, Ending::Answered, now_ms);
                     }
                     continue;
                 }
@@ -319,11 +346,11 @@ impl<H: Host> Engine<H> {
                     Ok(call_id) => Waiting::OnCall { call_id, slot },
                     Err(err) => {
                         if let Some(slot) = slot {
-                            table.finish(&self.host, slot, &hash, true, now_ms);
+                            table.finish(&self.host, slot, &hash, Ending::Failed, now_ms);
                         }
                         self.note_issuer_error(Some(issuer_id), &err);
                         if let Some(decision) = check.record(&self.policy, Err(Failure::Unavailable)) {
-                            return self.conclude(context_id, decision);
+                            return self.conclude(context_id, decision, protected);
                         }
                         tries = Tries::default();
                         continue;
@@ -425,10 +452,11 @@ impl<H: Host> Engine<H> {
             // Without a clock no expiry can be checked, nor any cached verdict trusted.
             self.note_issuer_error(Some(leader.issuer), &IssuerError::Clock);
             if let (Some(slot), Some(table)) = (slot, table) {
-                table.finish(&self.host, slot, &leader.hash, true, 0);
+                table.finish(&self.host, slot, &leader.hash, Ending::Failed, 0);
             }
             for request in std::iter::once(leader).chain(waiters) {
-                self.answer(request.context_id, |engine| engine.deny(Denial::IssuerUnavailable));
+                let (context_id, protected) = (request.context_id, request.check.protected());
+                self.answer(context_id, |engine| engine.deny(context_id, Denial::IssuerUnavailable, Some(protected)));
             }
             return;
         };
@@ -440,34 +468,89 @@ impl<H: Host> Engine<H> {
                 debug!("verdict not cached: {stored:?}");
             }
         }
+        let ending = match &outcome {
+            Ok(_) => Ending::Answered,
+            Err(err) if err.is_outage() => Ending::IssuerDown,
+            Err(_) => Ending::Failed,
+        };
         if let (Some(slot), Some(table)) = (slot, table) {
-            table.finish(&self.host, slot, &leader.hash, outcome.is_err(), now_ms);
+            table.finish(&self.host, slot, &leader.hash, ending, now_ms);
         }
         if let Err(err) = &outcome {
             self.note_issuer_error(Some(leader.issuer), err);
         }
-        let outcome = outcome.as_ref().map_err(|_| Failure::Unavailable);
+        let failure = if ending == Ending::IssuerDown { Failure::Outage } else { Failure::Unavailable };
+        let outcome = outcome.as_ref().map_err(|_| failure);
         // The leader may call its next issuer from here (this is its call's
         // callback); a waiter must wait for the tick (see the module documentation).
         let context_id = leader.context_id;
         self.answer(context_id, |engine| engine.resume_check(context_id, leader.check, outcome, now_ms));
         for waiter in waiters {
-            self.go_on_later(waiter, outcome);
+            self.go_on_later(waiter, outcome, now_ms);
         }
     }
 
     /// A paused request's verdict from its issuer is in: decide, or go on to the next issuer.
     fn resume_check(&self, context_id: u32, mut check: Check, outcome: Result<&Verdict, Failure>, now_ms: u64) -> Flow {
-        match check.record(&self.policy, outcome) {
-            Some(decision) => self.conclude(context_id, decision),
+        let protected = check.protected();
+        match self.take_outcome(&mut check, outcome, now_ms) {
+            Some(decision) => self.conclude(context_id, decision, protected),
             None => self.advance(context_id, check, Tries::default(), now_ms),
         }
     }
 
+    /// Records the current issuer's outcome in a check. When the issuer is
+    /// down and the API allows it, a valid verdict that ended within its
+    /// `stale_if_error` window (and whose token has not expired) stands in
+    /// for the answer; the API's checks run on it as on any verdict. Never
+    /// after the issuer called the token invalid: that verdict replaced it.
+    fn take_outcome<'p>(
+        &'p self,
+        check: &mut Check,
+        outcome: Result<&Verdict, Failure>,
+        now_ms: u64,
+    ) -> Option<Decision<'p>> {
+        if outcome == Err(Failure::Outage) {
+            if let Some((hash, stale)) = self.stale_verdict(check, now_ms) {
+                let decision = check.record(&self.policy, Ok(&stale));
+                return match decision {
+                    Some(Decision::Admit(mut admission)) => {
+                        self.note_stale(&hash, admission.issuer);
+                        admission.stale = true;
+                        Some(Decision::Admit(admission))
+                    }
+                    other => other,
+                };
+            }
+        }
+        check.record(&self.policy, outcome)
+    }
+
+    fn stale_verdict(&self, check: &Check, now_ms: u64) -> Option<(TokenHash, Verdict)> {
+        let window_ms = self.policy.api(check.api())?.stale_if_error_ms;
+        let issuer = self.policy.issuer(check.current()?)?;
+        let hash = issuer.token_hash(check.token());
+        let identity = self.cache.lookup_stale(&self.host, &hash, issuer.fingerprint, now_ms, window_ms.max(1))?;
+        (window_ms > 0).then_some((hash, Verdict::Valid(identity)))
+    }
+
+    /// One warning per token and VM (of the last `STALE_LOGGED` tokens).
+    fn note_stale(&self, hash: &TokenHash, issuer: &str) {
+        let mut logged = self.stale_logged.borrow_mut();
+        if logged.contains(hash) {
+            return;
+        }
+        if logged.len() >= STALE_LOGGED {
+            logged.pop_front();
+        }
+        logged.push_back(*hash);
+        warn!("issuer {issuer} is down: a token is admitted on its recent verdict (stale_if_error_seconds)");
+    }
+
     /// A waiter's verdict is in: decide now, or ask the next issuer at the next tick.
-    fn go_on_later(&self, mut request: Paused, outcome: Result<&Verdict, Failure>) {
-        let context_id = request.context_id;
-        let decision = match request.check.record(&self.policy, outcome) {
+    fn go_on_later(&self, mut request: Paused, outcome: Result<&Verdict, Failure>, now_ms: u64) {
+        let (context_id, protected) = (request.context_id, request.check.protected());
+        let decision = match self.take_outcome(&mut request.check, outcome, now_ms) {
             Some(decision) => decision,
             None => match request.check.step() {
                 Step::Done(decision) => decision,
@@ -479,7 +562,7 @@ impl<H: Host> Engine<H> {
                 }
             },
         };
-        self.answer(context_id, |engine| engine.conclude(context_id, decision));
+        self.answer(context_id, |engine| engine.conclude(context_id, decision, protected));
     }
 
     /// On each tick (in the root context): go on with the requests ready for
@@ -512,7 +595,8 @@ impl<H: Host> Engine<H> {
             let (Some(issuer), Some(table)) =
                 (self.policy.issuer(request.issuer), self.in_flight.get(request.issuer.0))
             else {
-                self.answer(request.context_id, |engine| engine.deny(Denial::IssuerUnavailable));
+                let (context_id, protected) = (request.context_id, request.check.protected());
+                self.answer(context_id, |engine| engine.deny(context_id, Denial::IssuerUnavailable, Some(protected)));
                 continue;
             };
             let state = table.leader_state(&self.host, slot, &request.hash, now_ms);
@@ -523,7 +607,8 @@ impl<H: Host> Engine<H> {
             let cached = self.cache.lookup(&self.host, &request.hash, issuer.fingerprint, now_ms);
             let Paused { context_id, check, tries, .. } = request;
             let outcome = match (state, &cached) {
-                (LeaderState::Failed, _) => Some(Err(Failure::Unavailable)),
+                (LeaderState::Failed { issuer_down: true }, _) => Some(Err(Failure::Outage)),
+                (LeaderState::Failed { issuer_down: false }, _) => Some(Err(Failure::Unavailable)),
                 (_, Some(verdict)) => Some(Ok(verdict)),
                 // Gone without a cached verdict, or waited too long: ask again, a few times.
                 _ if tries.attempts + 1 < MAX_ATTEMPTS => None,
@@ -630,7 +715,7 @@ impl<H: Host> Engine<H> {
                 (request.waiting, table, self.host.now_ms())
             {
                 debug!("a request went away during its introspection call: slot {slot} released");
-                table.finish(&self.host, slot, &request.hash, false, now_ms);
+                table.finish(&self.host, slot, &request.hash, Ending::Answered, now_ms);
             }
         }
     }
@@ -664,10 +749,10 @@ impl<H: Host> Engine<H> {
     }
 
     /// Carries a decision out on the current request.
-    fn conclude(&self, context_id: u32, decision: Decision<'_>) -> Flow {
+    fn conclude(&self, context_id: u32, decision: Decision<'_>, protected: Protected) -> Flow {
         match decision {
             Decision::Admit(admission) => self.admit(context_id, &admission),
-            Decision::Deny(denial) => self.deny(denial),
+            Decision::Deny(denial) => self.deny(context_id, denial, Some(protected)),
         }
     }
 
@@ -680,8 +765,11 @@ impl<H: Host> Engine<H> {
             self.host.set_request_header(name, None);
         }
         self.host.count(Counter::Allowed);
+        if admission.stale {
+            self.host.count(Counter::StaleAdmitted);
+        }
         self.host.record(Field::Decision, "allow");
-        self.host.record(Field::Reason, record::VALID_TOKEN);
+        self.host.record(Field::Reason, if admission.stale { record::STALE_VERDICT } else { record::VALID_TOKEN });
         self.host.record(Field::Issuer, admission.issuer);
         self.host.record(Field::Subject, &admission.subject);
         self.host.record(Field::ClientId, &admission.client_id);
@@ -695,12 +783,32 @@ impl<H: Host> Engine<H> {
         }
     }
 
-    fn deny(&self, denial: Denial) -> Flow {
+    /// Refuses the current request; under a dry-run rule or API (`protected`)
+    /// counts and logs the denial instead and lets the request go on, with no
+    /// identity header (a client's copies removed, as on a public route).
+    fn deny(&self, context_id: u32, denial: Denial, protected: Option<Protected>) -> Flow {
+        let api = protected.and_then(|protected| self.policy.api(protected.api));
+        if let (Some(true), Some(counter)) = (protected.map(|p| p.dry_run), denial.would_deny_counter()) {
+            info!("dry run: would deny ({}) on api {}", denial.reason(), api.map_or("-", |api| api.name.as_str()));
+            self.host.count(counter);
+            for name in &self.policy.forwarded_headers {
+                self.host.set_request_header(name, None);
+            }
+            self.host.record(Field::Decision, "would_deny");
+            self.host.record(Field::Reason, denial.reason());
+            self.admitted.borrow_mut().push(context_id);
+            return Flow::Continue;
+        }
         debug!("denied: {}", denial.reason());
         self.host.count(denial.counter());
         self.host.record(Field::Decision, "deny");
         self.host.record(Field::Reason, denial.reason());
-        self.host.reply(&denial.reply());
+        let reply = denial.reply();
+        let reply = match api.and_then(|api| api.metadata.as_ref()) {
+            Some(metadata) => reply.with_resource_metadata(&metadata.url),
+            None => reply,
+        };
+        self.host.reply(&reply);
         Flow::Pause
     }
 

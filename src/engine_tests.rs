@@ -881,3 +881,181 @@ fn waiters_for_keys_are_capped_per_issuer() {
     tick(&vm);
     assert!((1..=256).all(|id| status(&vm, id) == Some(200)));
 }
+
+// ---- RFC 9728 metadata, dry runs, stale-if-error ----
+
+use crate::decision::tests::{mcp_gateway, MCP_RESOURCE};
+
+fn send_request(engine: &Engine<FakeHost>, id: u32, method: &str, host: &str, path: &str, token: Option<&str>) -> Flow {
+    engine.host().callback.set(id);
+    engine.host().current.set(id);
+    let authorization = token.map(|token| format!("Bearer {token}"));
+    let request = Request {
+        method: method.as_bytes(),
+        authority: host.as_bytes(),
+        path: path.as_bytes(),
+        authorization: authorization.as_deref().map(str::as_bytes),
+        ..Request::default()
+    };
+    engine.on_request_headers(id, &request)
+}
+
+fn reply_header(engine: &Engine<FakeHost>, id: u32, name: &str) -> Option<String> {
+    let outcomes = engine.host().outcomes.borrow();
+    let reply = outcomes.get(&id)?.reply.as_ref()?;
+    reply.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+}
+
+fn counted(engine: &Engine<FakeHost>, counter: Counter) -> usize {
+    engine.host().counters.borrow().iter().filter(|c| **c == counter).count()
+}
+
+fn reason(engine: &Engine<FakeHost>, id: u32) -> Option<String> {
+    recorded(engine, id).into_iter().rev().find(|(field, _)| *field == Field::Reason).map(|(_, value)| value)
+}
+
+#[test]
+fn metadata_is_answered_and_every_challenge_of_the_api_points_at_it() {
+    let shared = shared();
+    let vm = worker_with(&shared, mcp_gateway(), "gateway");
+    let well_known = "/.well-known/oauth-protected-resource/mcp";
+    assert_eq!(send_request(&vm, 1, "GET", "mcp.example.com", well_known, None), Flow::Pause);
+    assert_eq!(status(&vm, 1), Some(200));
+    let body = vm.host().outcomes.borrow()[&1].reply.as_ref().unwrap().body.clone();
+    let document: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(document["resource"], MCP_RESOURCE);
+    assert_eq!(document["authorization_servers"], json!([MAIN]));
+    assert_eq!(reply_header(&vm, 1, "access-control-allow-origin").as_deref(), Some("*"));
+    assert_eq!(reason(&vm, 1).as_deref(), Some("resource_metadata"));
+    let url = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
+    send_request(&vm, 2, "POST", "mcp.example.com", "/mcp", None);
+    assert_eq!(status(&vm, 2), Some(401));
+    assert_eq!(reply_header(&vm, 2, "www-authenticate"), Some(format!("Bearer resource_metadata=\"{url}\"")));
+    send_request(&vm, 3, "POST", "mcp.example.com", "/mcp", Some("t-1"));
+    let [call] = &calls(&shared)[..] else { panic!("one call") };
+    answer(&vm, call.id, &active(MAIN, "100", &[]));
+    assert_eq!(status(&vm, 3), Some(401), "a token of another project");
+    let challenge = reply_header(&vm, 3, "www-authenticate").unwrap();
+    assert!(challenge.ends_with(&format!(", resource_metadata=\"{url}\"")), "{challenge}");
+    // Other APIs' challenges say nothing of it.
+    send_request(&vm, 4, "GET", "orders.example.com", "/x", None);
+    assert_eq!(reply_header(&vm, 4, "www-authenticate").as_deref(), Some("Bearer"));
+    assert_eq!(counted(&vm, Counter::MetadataServed), 1);
+}
+
+#[test]
+fn a_dry_run_counts_a_denial_and_lets_the_request_through_without_identity() {
+    let shared = shared();
+    let vm = worker_with(&shared, mcp_gateway(), "gateway");
+    assert_eq!(send_request(&vm, 1, "GET", "trial.example.com", "/x", None), Flow::Continue);
+    assert_eq!(status(&vm, 1), None, "no reply: it went on at once");
+    assert_eq!(header(&vm, 1, "x-auth-subject"), None);
+    assert!(vm.host().outcomes.borrow()[&1]
+        .set
+        .iter()
+        .any(|(name, value)| name == "x-auth-subject" && value.is_none()));
+    assert_eq!(reason(&vm, 1).as_deref(), Some("missing_token"));
+    assert_eq!(counted(&vm, Counter::WouldDenyMissingToken), 1);
+    assert_eq!(counted(&vm, Counter::DeniedMissingToken), 0);
+    // An inactive token: the issuer is asked, the request goes on without identity.
+    send_request(&vm, 2, "GET", "trial.example.com", "/x", Some("bad"));
+    let [call] = &calls(&shared)[..] else { panic!("one call") };
+    answer(&vm, call.id, &json!({"active": false}));
+    assert_eq!(status(&vm, 2), Some(200));
+    assert_eq!(header(&vm, 2, "x-auth-subject"), None);
+    assert_eq!(counted(&vm, Counter::WouldDenyInvalidToken), 1);
+    // A valid one passes as always, with its identity.
+    send_request(&vm, 3, "GET", "trial.example.com", "/x", Some("good"));
+    let call = calls(&shared).last().cloned().unwrap();
+    answer(&vm, call.id, &active(MAIN, "500", &[]));
+    assert_eq!(header(&vm, 3, "x-auth-subject").as_deref(), Some("user-of-500"));
+    // A rule's dry run: a missing role on orders' /beta.
+    send_request(&vm, 4, "GET", "orders.example.com", "/beta", Some("orders"));
+    let call = calls(&shared).last().cloned().unwrap();
+    answer(&vm, call.id, &active(MAIN, "100", &[]));
+    assert_eq!(status(&vm, 4), Some(200));
+    assert_eq!(header(&vm, 4, "x-auth-subject"), None);
+    assert_eq!(counted(&vm, Counter::WouldDenyInsufficientRole), 1);
+}
+
+#[test]
+fn stale_if_error_admits_on_a_recent_verdict_only_while_the_issuer_is_down() {
+    let shared = shared();
+    let vm = worker_with(&shared, mcp_gateway(), "gateway");
+    let mcp = |vm: &Engine<FakeHost>, id, token| send_request(vm, id, "POST", "mcp.example.com", "/mcp", Some(token));
+    let last_call = |shared: &Shared| calls(shared).last().cloned().unwrap().id;
+    // A verdict cached for 300 s (the cache's max_ttl), the token valid for an hour.
+    mcp(&vm, 1, "t-1");
+    answer(&vm, last_call(&shared), &active(MAIN, "400", &[]));
+    assert_eq!(status(&vm, 1), Some(200));
+    // 30 s after its entry ended, the issuer answers 503: admitted on the old verdict.
+    advance_clock(&shared, 330_000);
+    mcp(&vm, 2, "t-1");
+    fail(&vm, last_call(&shared));
+    assert_eq!(status(&vm, 2), Some(200));
+    assert_eq!(header(&vm, 2, "x-auth-subject").as_deref(), Some("user-of-400"));
+    assert_eq!(reason(&vm, 2).as_deref(), Some("stale_verdict"));
+    assert_eq!(counted(&vm, Counter::StaleAdmitted), 1);
+    // Past the 60 s window: 503.
+    advance_clock(&shared, 31_000);
+    mcp(&vm, 3, "t-1");
+    fail(&vm, last_call(&shared));
+    assert_eq!(status(&vm, 3), Some(503));
+    // Only where the API allows it: orders has no window.
+    send(&vm, 4, "orders.example.com", "t-4");
+    answer(&vm, last_call(&shared), &active(MAIN, "100", &[]));
+    advance_clock(&shared, 310_000);
+    send(&vm, 5, "orders.example.com", "t-4");
+    fail(&vm, last_call(&shared));
+    assert_eq!(status(&vm, 5), Some(503));
+}
+
+#[test]
+fn stale_if_error_never_follows_a_refusal_a_4xx_or_the_tokens_exp() {
+    let shared = shared();
+    let vm = worker_with(&shared, mcp_gateway(), "gateway");
+    let mcp = |vm: &Engine<FakeHost>, id, token| send_request(vm, id, "POST", "mcp.example.com", "/mcp", Some(token));
+    let last_call = |shared: &Shared| calls(shared).last().cloned().unwrap().id;
+    let now = NOW_MS / 1000;
+    mcp(&vm, 1, "revoked");
+    answer(&vm, last_call(&shared), &active(MAIN, "400", &[]));
+    mcp(&vm, 2, "rejected");
+    answer(&vm, last_call(&shared), &active(MAIN, "400", &[]));
+    mcp(&vm, 3, "short");
+    let mut short = active(MAIN, "400", &[]);
+    short["exp"] = json!(now + 305);
+    answer(&vm, last_call(&shared), &short);
+    advance_clock(&shared, 301_000);
+    // The issuer says inactive once: that wins, now and during a later outage.
+    mcp(&vm, 4, "revoked");
+    answer(&vm, last_call(&shared), &json!({"active": false}));
+    assert_eq!(status(&vm, 4), Some(401));
+    advance_clock(&shared, 11_000);
+    mcp(&vm, 5, "revoked");
+    fail(&vm, last_call(&shared));
+    assert_eq!(status(&vm, 5), Some(503));
+    // A 4xx is no outage: the filter's own credentials, say.
+    mcp(&vm, 6, "rejected");
+    assert!(deliver(&vm, last_call(&shared), 401, br#"{"error":"invalid_client"}"#.to_vec()));
+    assert_eq!(status(&vm, 6), Some(503));
+    // Past the token's exp: nothing to stand in.
+    mcp(&vm, 7, "short");
+    fail(&vm, last_call(&shared));
+    assert_eq!(status(&vm, 7), Some(503));
+    assert_eq!(counted(&vm, Counter::StaleAdmitted), 0);
+}
+
+#[test]
+fn waiters_of_a_leader_whose_issuer_is_down_are_admitted_on_the_stale_verdict_too() {
+    let shared = shared();
+    let (one, two) = (worker_with(&shared, mcp_gateway(), "gateway"), worker_with(&shared, mcp_gateway(), "gateway"));
+    send_request(&one, 1, "POST", "mcp.example.com", "/mcp", Some("t"));
+    answer(&one, calls(&shared)[0].id, &active(MAIN, "400", &[]));
+    advance_clock(&shared, 320_000);
+    send_request(&one, 2, "POST", "mcp.example.com", "/mcp", Some("t"));
+    assert_eq!(send_request(&two, 3, "POST", "mcp.example.com", "/mcp", Some("t")), Flow::Pause);
+    assert_eq!(calls(&shared).len(), 2, "the second worker waits for the first one's call");
+    fail(&one, calls(&shared)[1].id);
+    tick(&two);
+    assert_eq!((status(&one, 2), status(&two, 3)), (Some(200), Some(200)));
+}

@@ -69,6 +69,14 @@ impl fmt::Display for IssuerError {
 }
 
 impl IssuerError {
+    /// True when the issuer is down rather than wrong: the connection refused
+    /// or broken, a timeout (504), a 5xx. Not a 4xx (the filter's own
+    /// credentials, a bad request) and not an answer that could not be read.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, IssuerError::Unreachable(_) | IssuerError::NoStatus)
+            || matches!(self, IssuerError::Status(status) if *status >= 500)
+    }
+
     /// True when the cause is on the filter's side (its credentials, cluster,
     /// key or clock): logged at error level because only an operator can fix it.
     pub fn needs_operator(&self) -> bool {

@@ -28,6 +28,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod keyring;
 pub mod load;
+pub mod metadata;
 pub mod metrics;
 pub mod path;
 pub mod policy;

@@ -36,10 +36,23 @@ pub enum Counter {
     /// Fetches of an issuer's keys (JWKS), and those that brought none.
     JwksFetches,
     JwksErrors,
+    /// Denials a dry-run rule or API let through, by reason.
+    WouldDenyMissingToken,
+    WouldDenyMalformedToken,
+    WouldDenyInvalidToken,
+    WouldDenyInsufficientRole,
+    WouldDenyIssuerUnavailable,
+    WouldDenyOverloaded,
+    /// Requests admitted on a recent valid verdict while the issuer failed.
+    StaleAdmitted,
+    /// RFC 9728 metadata documents (and their preflights) answered.
+    MetadataServed,
+    /// CORS preflights let through without a token.
+    CorsPreflights,
 }
 
 /// Every counter with its name, in the order they are defined.
-pub const COUNTERS: [(Counter, &str); 20] = [
+pub const COUNTERS: [(Counter, &str); 29] = [
     (Counter::Allowed, "allowed"),
     (Counter::DeniedMissingToken, "denied.missing_token"),
     (Counter::DeniedMalformedToken, "denied.malformed_token"),
@@ -60,6 +73,15 @@ pub const COUNTERS: [(Counter, &str); 20] = [
     (Counter::JwtVerificationMicros, "jwt.verification_us"),
     (Counter::JwksFetches, "jwks.fetches"),
     (Counter::JwksErrors, "jwks.errors"),
+    (Counter::WouldDenyMissingToken, "would_deny.missing_token"),
+    (Counter::WouldDenyMalformedToken, "would_deny.malformed_token"),
+    (Counter::WouldDenyInvalidToken, "would_deny.invalid_token"),
+    (Counter::WouldDenyInsufficientRole, "would_deny.insufficient_role"),
+    (Counter::WouldDenyIssuerUnavailable, "would_deny.issuer_unavailable"),
+    (Counter::WouldDenyOverloaded, "would_deny.overloaded"),
+    (Counter::StaleAdmitted, "stale_if_error.admitted"),
+    (Counter::MetadataServed, "resource_metadata.served"),
+    (Counter::CorsPreflights, "cors_preflight.passed"),
 ];
 
 /// A counter of one issuer: `issuer.<name>.<counter>`.
@@ -110,6 +132,20 @@ impl Denial {
             Denial::IssuerUnavailable => Counter::DeniedIssuerUnavailable,
             Denial::Overloaded => Counter::DeniedOverloaded,
         }
+    }
+
+    /// The counter of this denial when a dry run lets it through; `None` for
+    /// the denials no rule's dry run covers (they come before any rule applies).
+    pub fn would_deny_counter(&self) -> Option<Counter> {
+        Some(match self {
+            Denial::MissingToken => Counter::WouldDenyMissingToken,
+            Denial::MalformedToken => Counter::WouldDenyMalformedToken,
+            Denial::InvalidToken(_) => Counter::WouldDenyInvalidToken,
+            Denial::InsufficientRole(_) => Counter::WouldDenyInsufficientRole,
+            Denial::IssuerUnavailable => Counter::WouldDenyIssuerUnavailable,
+            Denial::Overloaded => Counter::WouldDenyOverloaded,
+            Denial::BadPath(_) | Denial::BadHost(_) | Denial::NoRule => return None,
+        })
     }
 }
 

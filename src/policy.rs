@@ -10,6 +10,7 @@ use crate::claims::Extraction;
 use crate::client_auth::ClientAuth;
 pub use crate::ids::{ApiId, IssuerId};
 use crate::keyring::KeySchedule;
+use crate::metadata::ResourceMetadata;
 use crate::rules::Rules;
 use crate::token::TokenHash;
 
@@ -95,6 +96,14 @@ pub struct Api {
     pub identity_headers: IdentityHeaders,
     /// Configured header names this API does not set: removed from its requests.
     pub foreign_headers: Vec<String>,
+    /// Its RFC 9728 metadata, when it names its `resource`.
+    pub metadata: Option<ResourceMetadata>,
+    /// How long after its end a valid verdict may still admit while its issuer
+    /// fails (stale-if-error); 0: never.
+    pub stale_if_error_ms: u64,
+    /// CORS preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`)
+    /// pass without a token.
+    pub cors_preflight: bool,
 }
 
 impl Api {

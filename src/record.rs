@@ -6,10 +6,13 @@
 /// A field of the outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
-    /// `allow` or `deny`.
+    /// `allow`, `deny`, `would_deny` (a dry run let a denial through) or
+    /// `answer` (the filter answered itself: RFC 9728 metadata).
     Decision,
-    /// Why: `public` or `valid_token` for an allow, the denial's reason
-    /// (`missing_token`, `invalid_token`…, as in the `denied.*` counters).
+    /// Why: `public`, `valid_token`, `stale_verdict` or `cors_preflight` for an
+    /// allow, the denial's reason (`missing_token`, `invalid_token`…, as in the
+    /// `denied.*` counters) for a deny or a would-deny, `resource_metadata` for
+    /// an answer.
     Reason,
     /// The API whose rule the request fell under.
     Api,
@@ -38,3 +41,10 @@ impl Field {
 pub const PUBLIC: &str = "public";
 /// An allowed request's reason when a token was checked.
 pub const VALID_TOKEN: &str = "valid_token";
+/// An allowed request's reason when the issuer failed and a recent valid
+/// verdict admitted it (stale-if-error).
+pub const STALE_VERDICT: &str = "stale_verdict";
+/// An allowed CORS preflight's reason.
+pub const CORS_PREFLIGHT: &str = "cors_preflight";
+/// The reason of a metadata request the filter answered.
+pub const RESOURCE_METADATA: &str = "resource_metadata";

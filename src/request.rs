@@ -19,6 +19,10 @@ pub struct Request<'a> {
     /// rules ask for them (read from Envoy's `xds.*` properties by the glue).
     pub virtual_host: Option<&'a [u8]>,
     pub route: Option<&'a [u8]>,
+    /// Whether `Origin` and `Access-Control-Request-Method` are present: with
+    /// `OPTIONS`, a browser's CORS preflight.
+    pub origin: bool,
+    pub cors_request_method: bool,
     /// The first of these headers that appears more than once, if any.
     pub repeated: Option<Repeated>,
     /// Every header name, as sent (lower case, as Envoy keeps them).
@@ -42,6 +46,14 @@ impl<'a> Request<'a> {
         for &(name, value) in pairs {
             request.names.push(name);
             let (at, which) = match name {
+                b"origin" => {
+                    request.origin = true;
+                    continue;
+                }
+                b"access-control-request-method" => {
+                    request.cors_request_method = true;
+                    continue;
+                }
                 b":method" => (0, Repeated::Method),
                 b":authority" => (1, Repeated::Authority),
                 b":path" => (2, Repeated::Path),

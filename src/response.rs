@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::authority::HostError;
 use crate::claims::Rejection;
+use crate::metadata::{MetadataMethod, ResourceMetadata};
 use crate::path::PathError;
 
 /// Why a request is not forwarded.
@@ -105,6 +106,58 @@ impl Denial {
     }
 }
 
+impl Reply {
+    /// Points the challenge of a 401 or 403 at the API's RFC 9728 metadata
+    /// (`resource_metadata`, RFC 9728 section 5.1); other replies are unchanged.
+    /// The URL comes from the configuration (checked to need no escaping).
+    pub fn with_resource_metadata(mut self, url: &str) -> Reply {
+        if let Some((_, challenge)) = self.headers.iter_mut().find(|(name, _)| *name == "www-authenticate") {
+            let separator = if challenge == "Bearer" { " " } else { ", " };
+            challenge.push_str(&format!("{separator}resource_metadata=\"{url}\""));
+        }
+        self
+    }
+}
+
+/// The answer to a request for an API's RFC 9728 metadata: the document to
+/// `GET` (headers only to `HEAD`), a CORS preflight's answer to `OPTIONS`,
+/// 405 otherwise. Public, so readable from any origin.
+pub fn metadata_reply(metadata: &ResourceMetadata, method: MetadataMethod) -> Reply {
+    let cors = ("access-control-allow-origin", "*".to_string());
+    let allow = "GET, HEAD, OPTIONS".to_string();
+    match method {
+        MetadataMethod::Get | MetadataMethod::Head => Reply {
+            status: 200,
+            headers: vec![
+                ("content-type", "application/json".to_string()),
+                ("cache-control", "max-age=300".to_string()),
+                cors,
+            ],
+            body: if method == MetadataMethod::Get { metadata.document.clone() } else { String::new() },
+        },
+        MetadataMethod::Options => Reply {
+            status: 204,
+            headers: vec![
+                cors,
+                ("access-control-allow-methods", allow),
+                ("access-control-allow-headers", "*".to_string()),
+                ("access-control-max-age", "86400".to_string()),
+            ],
+            body: String::new(),
+        },
+        MetadataMethod::Other => {
+            let mut reply = reply(
+                405,
+                None,
+                json!({"error": "invalid_request", "error_description": "the metadata answers GET, HEAD and OPTIONS"})
+                    .to_string(),
+            );
+            reply.headers.push(("allow", allow));
+            reply
+        }
+    }
+}
+
 fn invalid_request(description: &str) -> Reply {
     reply(400, None, json!({"error": "invalid_request", "error_description": description}).to_string())
 }
@@ -181,6 +234,31 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
         assert_eq!(body["error"], "invalid_request");
         assert_eq!(body["error_description"], "path has an encoded slash, backslash or NUL, or a double encoding");
+    }
+
+    #[test]
+    fn challenges_point_at_the_metadata() {
+        let url = "https://api.example.com/.well-known/oauth-protected-resource/mcp";
+        let missing = Denial::MissingToken.reply().with_resource_metadata(url);
+        assert_eq!(header(&missing, "www-authenticate"), Some(format!("Bearer resource_metadata=\"{url}\"").as_str()));
+        let invalid = Denial::InvalidToken(Rejection::Inactive).reply().with_resource_metadata(url);
+        assert_eq!(
+            header(&invalid, "www-authenticate"),
+            Some(
+                format!("Bearer error=\"invalid_token\", error_description=\"token is not active\", resource_metadata=\"{url}\"")
+                    .as_str()
+            )
+        );
+        let role = Denial::InsufficientRole(vec!["tools:call".into()]).reply().with_resource_metadata(url);
+        assert_eq!(
+            header(&role, "www-authenticate"),
+            Some(
+                format!("Bearer error=\"insufficient_scope\", scope=\"tools:call\", resource_metadata=\"{url}\"")
+                    .as_str()
+            )
+        );
+        let unavailable = Denial::IssuerUnavailable.reply().with_resource_metadata(url);
+        assert_eq!(unavailable, Denial::IssuerUnavailable.reply());
     }
 
     #[test]

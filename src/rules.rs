@@ -18,7 +18,8 @@ pub enum Target {
     /// No token needed.
     Public,
     /// A token valid for this API (its issuers, audiences), meeting `access`.
-    Api { api: ApiId, access: Access },
+    /// With `dry_run`, a denial is counted and logged, and the request passes.
+    Api { api: ApiId, access: Access, dry_run: bool },
 }
 
 /// What a protected route requires beyond a token valid for its API.
@@ -232,7 +233,7 @@ mod tests {
     }
 
     fn api(access: Access) -> Target {
-        Target::Api { api: API, access }
+        Target::Api { api: API, access, dry_run: false }
     }
 
     fn scoped() -> Target {
@@ -377,7 +378,10 @@ mod tests {
                 },
                 Rule {
                     host: on("*.billing.example.com"),
-                    ..rule(PathPattern::Prefix("/".into()), Target::Api { api: OTHER, access: Access::Authenticated })
+                    ..rule(
+                        PathPattern::Prefix("/".into()),
+                        Target::Api { api: OTHER, access: Access::Authenticated, dry_run: false },
+                    )
                 },
                 rule(PathPattern::Exact("/health".into()), Target::Public),
             ],
@@ -387,7 +391,7 @@ mod tests {
         assert_eq!(on_host("Orders.Example.com", "/health"), Ok(Some(&api(Access::Authenticated))));
         assert_eq!(
             on_host("eu.billing.example.com", "/x"),
-            Ok(Some(&Target::Api { api: OTHER, access: Access::Authenticated }))
+            Ok(Some(&Target::Api { api: OTHER, access: Access::Authenticated, dry_run: false }))
         );
         assert_eq!(on_host("billing.example.com", "/health"), Ok(Some(&Target::Public)));
         assert_eq!(on_host("billing.example.com", "/x"), Ok(None));

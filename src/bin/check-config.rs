@@ -223,6 +223,16 @@ fn describe(policy: &Policy) {
             issuers.join(", "),
             headers.join(", ")
         );
+        if let Some(metadata) = &api.metadata {
+            println!("api {}: resource {}, its metadata served at {}", api.name, metadata.resource, metadata.url);
+        }
+        if api.stale_if_error_ms > 0 {
+            let seconds = api.stale_if_error_ms / 1000;
+            println!("api {}: while an issuer is down, admits on a verdict ended up to {seconds} s ago", api.name);
+        }
+        if api.cors_preflight {
+            println!("api {}: CORS preflights pass without a token", api.name);
+        }
     }
     for (i, rule) in policy.rules.rules().iter().enumerate() {
         println!("rule {}: {} -> {}", i + 1, matcher(rule), target(policy, Some(&rule.target)));
@@ -252,11 +262,12 @@ fn target(policy: &Policy, target: Option<&Target>) -> String {
     match target {
         None => "deny".into(),
         Some(Target::Public) => "public".into(),
-        Some(Target::Api { api, access }) => {
+        Some(Target::Api { api, access, dry_run }) => {
             let name = policy.api(*api).map_or("?", |api| api.name.as_str());
+            let dry_run = if *dry_run { " (dry run: denials counted and logged, not enforced)" } else { "" };
             match access {
-                Access::Authenticated => format!("api {name}, any valid token"),
-                Access::AnyRole(roles) => format!("api {name}, a role of {}", roles.join(", ")),
+                Access::Authenticated => format!("api {name}, any valid token{dry_run}"),
+                Access::AnyRole(roles) => format!("api {name}, a role of {}{dry_run}", roles.join(", ")),
             }
         }
     }
