@@ -54,6 +54,7 @@ npm_install() {
 npm_install demo/issuer "the issuer's packages (oidc-provider)"
 npm_install tests/e2e/upstreams "the path tests' Express upstream"
 npm_install tests/e2e/k8s "the schemas of Envoy Gateway's and the Gateway API's objects"
+npm_install tests/e2e/mcp "the MCP test's server and client (the official MCP SDK)"
 npm_install tools "build tools (binaryen's wasm-opt)"
 
 say "building check-config (native)"

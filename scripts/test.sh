@@ -21,12 +21,12 @@ echo "==> end-to-end tests (Envoy $(.venv/bin/envoy --version 2>/dev/null | grep
 
 if [ $# -eq 0 ]; then
   # The core of the suite: requests, tokens, coalescing, failures, many issuers, the host and path
-  # corpora (where each spelling went), token types, JWTs verified locally, HTTPS issuers, live
-  # configuration (ECDS), remote code,
+  # corpora (where each spelling went), token types, JWTs verified locally, an MCP client, an issuer
+  # outage bridged, dry runs and CORS, HTTPS issuers, live configuration (ECDS), remote code,
   # and the check that no log of the run holds a secret.
   core=(test_filter_in_envoy.py test_authorization_header.py test_coalescing.py test_issuer_failures.py
         test_gateway.py test_host_corpus.py test_path_readers.py test_token_types.py test_local_jwt.py
-        test_tls_issuer.py
+        test_mcp.py test_stale_if_error.py test_dry_run_and_cors.py test_tls_issuer.py
         test_two_plugins.py test_live_config.py test_remote_code.py test_zz_no_secrets_in_logs.py)
   envoys=$(scripts/envoys.sh)  # fails the run if an Envoy cannot be installed
   while IFS= read -r envoy; do

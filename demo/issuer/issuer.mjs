@@ -883,6 +883,15 @@ function installMiddleware(provider, { issuer, usersByClientId, signingPublicKey
   async function preToken(ctx) {
     const form = await preReadForm(ctx);
     if (!form) return;
+    // RFC 8707's `resource` (which MCP clients send): ZITADEL's client_credentials and JWT
+    // profile grants ignore it (its request types have no such field and unknown parameters
+    // are skipped: zitadel/zitadel internal/api/oidc/token_client_credentials.go and
+    // token_jwt_profile.go; zitadel/zitadel#12710), so the token's aud comes only from the
+    // project's aud scope. oidc-provider would answer invalid_target: drop it as ZITADEL does.
+    // (ZITADEL's token exchange refuses it with invalid_target; this issuer has no token exchange.)
+    if (['client_credentials', JWT_BEARER, 'refresh_token'].includes(form.get('grant_type'))) {
+      form.delete('resource');
+    }
     if (form.get('grant_type') === JWT_BEARER && ctx.headers.authorization === undefined
         && !form.has('client_id') && !form.has('client_assertion')) {
       try {

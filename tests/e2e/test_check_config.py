@@ -100,3 +100,16 @@ def test_the_readmes_minimal_configuration_loads(issuer):
     assert check.returncode == 0, check.stderr
     assert "api default: audiences 123456789012345678; issuers default;" in check.stdout
     assert "rule 2: any host, prefix /admin, any method -> api default, a role of admin" in check.stdout
+
+
+def test_the_mcp_pages_configuration_loads(issuer):
+    with open(os.path.join(ROOT, "envoy", "mcp.json")) as f:
+        mcp = f.read()
+    check = check_config(mcp, dict(os.environ, ZITADEL_API_KEY_JSON=issuer.api_key_json))
+    assert check.returncode == 0, check.stderr
+    lines = check.stdout.splitlines()
+    assert "api mcp: audiences 123456789012345678, https://mcp.example.com/mcp; issuers zitadel;" \
+        " forwards x-auth-subject, x-auth-client-id, x-auth-roles" in lines
+    assert "api mcp: resource https://mcp.example.com/mcp, its metadata served at " \
+        "https://mcp.example.com/.well-known/oauth-protected-resource/mcp" in lines
+    assert "api mcp: CORS preflights pass without a token" in lines
