@@ -94,14 +94,26 @@ impl VerdictCache {
         now_ms: u64,
         window_ms: u64,
     ) -> Option<Identity> {
-        self.candidate_slots(hash).into_iter().find_map(|slot| {
+        let mut found = None;
+        for slot in self.candidate_slots(hash) {
             let (value, _) = store.get(&self.slot_key(slot));
-            let entry = decode_entry(&value?)?;
-            let Verdict::Valid(identity) = entry.verdict else { return None };
-            let recent = now_ms < entry.valid_until_ms.saturating_add(window_ms);
-            let unexpired = identity.expires_at.is_none_or(|exp| exp.saturating_mul(1000) > now_ms);
-            (entry.fingerprint == fingerprint && entry.token == *hash && recent && unexpired).then_some(identity)
-        })
+            let Some(entry) = value.as_deref().and_then(decode_entry) else { continue };
+            if entry.fingerprint != fingerprint || entry.token != *hash {
+                continue;
+            }
+            match entry.verdict {
+                // A refusal of the token, even an ended one, is the last word: nothing to bridge.
+                Verdict::Invalid(_) => return None,
+                Verdict::Valid(identity) => {
+                    let recent = now_ms < entry.valid_until_ms.saturating_add(window_ms);
+                    let unexpired = identity.expires_at.is_none_or(|exp| exp.saturating_mul(1000) > now_ms);
+                    if recent && unexpired {
+                        found = Some(identity);
+                    }
+                }
+            }
+        }
+        found
     }
 
     /// Keeps `verdict` from `now_ms` on: a valid one until the token's `exp`
@@ -136,13 +148,19 @@ impl VerdictCache {
             return StoreOutcome::NotCacheable;
         };
         let Some((slot, cas)) = self.choose_victim(store, hash, matches!(verdict, Verdict::Valid(_)), now_ms) else {
+            self.forget(store, hash, fingerprint);
             return StoreOutcome::NoRoom;
         };
-        if store.set(&self.slot_key(slot), &bytes, cas) {
-            StoreOutcome::Stored
-        } else {
-            StoreOutcome::Raced
+        if !store.set(&self.slot_key(slot), &bytes, cas) {
+            // Another worker wrote the slot: a refusal must still end what was kept.
+            if matches!(verdict, Verdict::Invalid(_)) {
+                self.forget(store, hash, fingerprint);
+            }
+            return StoreOutcome::Raced;
         }
+        // The token's older entry in its other slot, if any, is not to be read again.
+        self.forget_except(store, hash, fingerprint, Some(slot));
+        StoreOutcome::Stored
     }
 
     /// The candidate slot to overwrite, with the CAS token read from it: a
@@ -180,14 +198,22 @@ impl VerdictCache {
 
     /// Empties the slots holding an entry of this issuer's token.
     fn forget(&self, store: &impl SharedData, hash: &TokenHash, fingerprint: u64) {
-        for slot in self.candidate_slots(hash) {
-            let (value, cas) = store.get(&self.slot_key(slot));
-            let ours = value
-                .as_deref()
-                .and_then(decode_entry)
-                .is_some_and(|e| e.token == *hash && e.fingerprint == fingerprint);
-            if ours {
-                store.set(&self.slot_key(slot), &[], cas);
+        self.forget_except(store, hash, fingerprint, None);
+    }
+
+    /// Empties the slots holding an entry of this issuer's token, but `keep`;
+    /// a write another worker raced is tried once more.
+    fn forget_except(&self, store: &impl SharedData, hash: &TokenHash, fingerprint: u64, keep: Option<u32>) {
+        for slot in self.candidate_slots(hash).into_iter().filter(|&slot| Some(slot) != keep) {
+            for _ in 0..2 {
+                let (value, cas) = store.get(&self.slot_key(slot));
+                let entry = value.as_deref().and_then(decode_entry);
+                if !entry.is_some_and(|e| e.token == *hash && e.fingerprint == fingerprint) {
+                    break;
+                }
+                if store.set(&self.slot_key(slot), &[], cas) {
+                    break;
+                }
             }
         }
     }
@@ -568,6 +594,33 @@ pub(crate) mod tests {
         cache.store(&store, &token("short"), FP, &valid(Some(1301)), T0);
         assert!(cache.lookup_stale(&store, &token("short"), FP, 1_300_999, 600_000).is_some());
         assert_eq!(cache.lookup_stale(&store, &token("short"), FP, 1_301_000, 600_000), None);
+    }
+
+    /// Regression (found in review): a refusal stored in the token's first slot left its older
+    /// valid verdict in the second, where a later outage found and bridged it.
+    #[test]
+    fn a_refusal_in_one_slot_ends_the_valid_verdict_in_the_other() {
+        let store = MemoryStore::default();
+        let cache = cache(64);
+        let t = (0..).map(|i| token(&format!("t{i}"))).find(|t| {
+            let [first, second] = cache.candidate_slots(t);
+            first != second
+        });
+        let t = t.unwrap();
+        let [first, second] = cache.candidate_slots(&t);
+        // Another token's live valid entry in the first slot: t's verdict goes to the second.
+        let other =
+            CacheEntry { fingerprint: FP, token: token("other"), valid_until_ms: T0 + 200_000, verdict: valid(None) };
+        store.set(&cache.slot_key(first), &encode_entry(&other).unwrap(), None);
+        cache.store(&store, &t, FP, &valid(Some(5000)), T0);
+        // Later the first slot is free again, and the issuer refuses t.
+        let (later, inactive) = (T0 + 301_000, Verdict::Invalid(Rejection::Inactive));
+        assert_eq!(cache.store(&store, &t, FP, &inactive, later), StoreOutcome::Stored);
+        assert_eq!(cache.lookup_stale(&store, &t, FP, later + 20_000, 600_000), None);
+        // And an ended refusal still wins over a valid entry written beside it by an older worker.
+        let stale_valid = CacheEntry { fingerprint: FP, token: t, valid_until_ms: later, verdict: valid(Some(5000)) };
+        store.set(&cache.slot_key(second), &encode_entry(&stale_valid).unwrap(), None);
+        assert_eq!(cache.lookup_stale(&store, &t, FP, later + 20_000, 600_000), None);
     }
 
     /// An invalid verdict ends the stale one even when negative caching is off.

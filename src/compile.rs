@@ -126,6 +126,17 @@ pub(crate) fn compile(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Policy, 
     let rules = compile_rules(raw_rules, raw.unmatched, &api_ids, default_api, &generic_roles, &dry_run)?;
     for (at, api) in apis.iter().enumerate() {
         check_resource_is_protected(api, ApiId(at), &rules, shorthand)?;
+        // Two documents at one place: a request could not tell which API it asks about.
+        let same_place = |other: &ApiDraft| match (&api.metadata, &other.metadata) {
+            (Some(a), Some(b)) => a.authority.host == b.authority.host && a.path == b.path,
+            _ => false,
+        };
+        if let Some(other) = apis.iter().take(at).find(|other| same_place(other)) {
+            return Err(ConfigError::new(
+                format!("apis.{}.resource", api.name),
+                format!("its metadata would be served where apis.{}'s is: give each API its own path", other.name),
+            ));
+        }
     }
     let apis = apis.into_iter().map(|draft| finish_api(draft, &issuers, &forwarded_headers)).collect();
     Ok(Policy { issuers, apis, rules, forwarded_headers, cache, max_response_bytes: raw.max_response_bytes })

@@ -489,6 +489,14 @@ fn invalid_gateway_configs_name_the_field() {
         ("apis.orders.cors_preflight", Box::new(|c| c["apis"]["orders"]["cors_preflight"] = json!("maybe"))),
         ("apis.orders.dry_run", Box::new(|c| c["apis"]["orders"]["dry_run"] = json!("yes"))),
         ("rules[1].dry_run", Box::new(|c| c["rules"][1]["dry_run"] = json!(true))),
+        (
+            "apis.partners.resource",
+            Box::new(|c| {
+                c["apis"]["orders"]["resource"] = json!("https://a.partners.example.com/");
+                c["apis"]["partners"]["resource"] = json!("https://a.partners.example.com:8443/");
+                c["rules"][0]["host"] = json!("a.partners.example.com");
+            }),
+        ),
         ("issuers.main.jwt.mode", Box::new(|c| c["issuers"]["main"]["jwt"] = json!({"mode": "jwks"}))),
         ("issuers.main.jwt.mode", Box::new(|c| c["issuers"]["main"]["jwt"] = json!({"mode": true}))),
         ("issuers.main.jwt.jwks_uri", Box::new(|c| c["issuers"]["main"]["jwt"] = json!({"jwks_uri": "/k"}))),

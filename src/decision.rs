@@ -87,8 +87,9 @@ pub fn start(policy: &Policy, request: &Request<'_>) -> Start {
     let Some(api) = policy.api(api_id) else {
         return Start::Deny(Denial::IssuerUnavailable);
     };
-    // A browser's preflight carries no credentials: the API may let it through.
-    if api.cors_preflight && query.method == "OPTIONS" && request.origin && request.cors_request_method {
+    // A browser's preflight carries no credentials and no body: the API may let it through.
+    let preflight = query.method == "OPTIONS" && request.origin && request.cors_request_method && request.end_of_stream;
+    if api.cors_preflight && preflight {
         return Start::Preflight { api: api_id };
     }
     let refuse = |denial| Start::Refuse { protected, denial };

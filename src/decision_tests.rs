@@ -411,7 +411,12 @@ pub(crate) fn mcp_gateway() -> Policy {
     });
     config["apis"]["trial"] = json!({"project_id": "500", "issuers": ["main"], "dry_run": true});
     let rules = config["rules"].as_array_mut().unwrap();
-    rules.insert(0, json!({"host": "mcp.example.com", "prefix": "/mcp", "api": "mcp", "access": "authenticated"}));
+    rules.insert(
+        0,
+        json!({"host": "mcp.example.com", "prefix": "/mcp/admin", "api": "mcp", "access": "roles",
+                           "roles": ["admin"]}),
+    );
+    rules.insert(1, json!({"host": "mcp.example.com", "prefix": "/mcp", "api": "mcp", "access": "authenticated"}));
     rules.insert(1, json!({"host": "trial.example.com", "prefix": "/", "api": "trial", "access": "authenticated"}));
     rules.insert(
         2,
@@ -463,9 +468,13 @@ fn a_cors_preflight_passes_only_where_the_api_allows_it() {
         method: b"OPTIONS",
         origin,
         cors_request_method: method,
+        end_of_stream: true,
         ..request(host, "/mcp", None)
     };
     assert!(matches!(start(&policy, &preflight("mcp.example.com", true, true)), Start::Preflight { .. }));
+    // With a body it is no preflight.
+    let with_body = Request { end_of_stream: false, ..preflight("mcp.example.com", true, true) };
+    assert_eq!(denial(start(&policy, &with_body)), Denial::MissingToken);
     // Not a preflight without both headers, nor where the API does not allow them.
     assert_eq!(denial(start(&policy, &preflight("mcp.example.com", true, false))), Denial::MissingToken);
     assert_eq!(denial(start(&policy, &preflight("mcp.example.com", false, true))), Denial::MissingToken);
@@ -473,6 +482,7 @@ fn a_cors_preflight_passes_only_where_the_api_allows_it() {
         method: b"OPTIONS",
         origin: true,
         cors_request_method: true,
+        end_of_stream: true,
         ..request("orders.example.com", "/x", None)
     };
     assert_eq!(denial(start(&policy, &orders)), Denial::MissingToken);

@@ -26,7 +26,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use log::{debug, error, info, warn};
+use log::{debug, error, warn};
 use sha2::{Digest, Sha256};
 
 use crate::cache::{StoreOutcome, VerdictCache};
@@ -56,6 +56,9 @@ pub const KEYS_TICK: Duration = Duration::from_secs(1);
 /// Requests one VM lets wait for one issuer's keys; more get 503 at once, so
 /// tokens with made-up `kid`s cannot pile up paused requests.
 const MAX_KEY_WAITERS: usize = 256;
+/// Headers a CORS preflight let through without a token goes upstream without: a
+/// token nobody checked, and the method overrides some frameworks obey.
+const PREFLIGHT_REMOVES: [&str; 4] = ["authorization", "x-http-method-override", "x-http-method", "x-method-override"];
 /// Tokens remembered per VM so that a stale admission is logged once per token.
 const STALE_LOGGED: usize = 1024;
 
@@ -216,6 +219,10 @@ impl<H: Host> Engine<H> {
             Start::Preflight { api } => {
                 self.record_api(api);
                 self.host.count(Counter::CorsPreflights);
+                // Nothing unchecked goes with it: no token, no method override.
+                for name in PREFLIGHT_REMOVES {
+                    self.host.set_request_header(name, None);
+                }
                 self.pass(context_id, record::CORS_PREFLIGHT)
             }
             Start::Metadata { api, method } => {
@@ -321,7 +328,8 @@ impl<H: Host> Engine<H> {
                         "issuer {}: {} introspection calls in flight, refusing more",
                         issuer.name, issuer.endpoint.max_in_flight
                     );
-                    if let Some(decision) = check.record(&self.policy, Err(Failure::Overloaded)) {
+                    // A hanging issuer fills the table: an API may bridge that outage too.
+                    if let Some(decision) = self.take_outcome(&mut check, Err(Failure::Overloaded), now_ms) {
                         return self.conclude(context_id, decision, protected);
                     }
                     tries = Tries::default();
@@ -510,28 +518,36 @@ impl<H: Host> Engine<H> {
         outcome: Result<&Verdict, Failure>,
         now_ms: u64,
     ) -> Option<Decision<'p>> {
-        if outcome == Err(Failure::Outage) {
-            if let Some((hash, stale)) = self.stale_verdict(check, now_ms) {
-                let decision = check.record(&self.policy, Ok(&stale));
-                return match decision {
-                    Some(Decision::Admit(mut admission)) => {
-                        self.note_stale(&hash, admission.issuer);
-                        admission.stale = true;
-                        Some(Decision::Admit(admission))
-                    }
-                    other => other,
-                };
+        if matches!(outcome, Err(Failure::Outage | Failure::Overloaded)) {
+            if let Some(decision) = self.bridged(check, now_ms) {
+                return Some(decision);
             }
         }
         check.record(&self.policy, outcome)
     }
 
-    fn stale_verdict(&self, check: &Check, now_ms: u64) -> Option<(TokenHash, Verdict)> {
+    /// The admission a recent verdict gives while the issuer is down, if the
+    /// API bridges outages, no fresh verdict is in the cache (a refusal stored
+    /// meanwhile wins), and the old verdict admits under the route's checks.
+    /// Otherwise nothing is recorded: the failure stands.
+    fn bridged<'p>(&'p self, check: &mut Check, now_ms: u64) -> Option<Decision<'p>> {
         let window_ms = self.policy.api(check.api())?.stale_if_error_ms;
-        let issuer = self.policy.issuer(check.current()?)?;
+        let issuer_id = check.current()?;
+        let issuer = self.policy.issuer(issuer_id)?;
         let hash = issuer.token_hash(check.token());
-        let identity = self.cache.lookup_stale(&self.host, &hash, issuer.fingerprint, now_ms, window_ms.max(1))?;
-        (window_ms > 0).then_some((hash, Verdict::Valid(identity)))
+        if window_ms == 0 || self.cache.lookup(&self.host, &hash, issuer.fingerprint, now_ms).is_some() {
+            return None;
+        }
+        let identity = self.cache.lookup_stale(&self.host, &hash, issuer.fingerprint, now_ms, window_ms)?;
+        check.admitted_by(&self.policy, issuer_id, &identity)?;
+        match check.record(&self.policy, Ok(&Verdict::Valid(identity))) {
+            Some(Decision::Admit(mut admission)) => {
+                self.note_stale(&hash, admission.issuer);
+                admission.stale = true;
+                Some(Decision::Admit(admission))
+            }
+            other => other,
+        }
     }
 
     /// One warning per token and VM (of the last `STALE_LOGGED` tokens).
@@ -607,9 +623,10 @@ impl<H: Host> Engine<H> {
             let cached = self.cache.lookup(&self.host, &request.hash, issuer.fingerprint, now_ms);
             let Paused { context_id, check, tries, .. } = request;
             let outcome = match (state, &cached) {
+                // A verdict in the cache first: another leader's, or a refusal stored meanwhile.
+                (_, Some(verdict)) => Some(Ok(verdict)),
                 (LeaderState::Failed { issuer_down: true }, _) => Some(Err(Failure::Outage)),
                 (LeaderState::Failed { issuer_down: false }, _) => Some(Err(Failure::Unavailable)),
-                (_, Some(verdict)) => Some(Ok(verdict)),
                 // Gone without a cached verdict, or waited too long: ask again, a few times.
                 _ if tries.attempts + 1 < MAX_ATTEMPTS => None,
                 _ => Some(Err(Failure::Unavailable)),
@@ -789,7 +806,8 @@ impl<H: Host> Engine<H> {
     fn deny(&self, context_id: u32, denial: Denial, protected: Option<Protected>) -> Flow {
         let api = protected.and_then(|protected| self.policy.api(protected.api));
         if let (Some(true), Some(counter)) = (protected.map(|p| p.dry_run), denial.would_deny_counter()) {
-            info!("dry run: would deny ({}) on api {}", denial.reason(), api.map_or("-", |api| api.name.as_str()));
+            // Debug, as denials are: a client could otherwise write a log line per request.
+            debug!("dry run: would deny ({}) on api {}", denial.reason(), api.map_or("-", |api| api.name.as_str()));
             self.host.count(counter);
             for name in &self.policy.forwarded_headers {
                 self.host.set_request_header(name, None);

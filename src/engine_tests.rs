@@ -1059,3 +1059,62 @@ fn waiters_of_a_leader_whose_issuer_is_down_are_admitted_on_the_stale_verdict_to
     tick(&two);
     assert_eq!((status(&one, 2), status(&two, 3)), (Some(200), Some(200)));
 }
+
+#[test]
+fn a_stale_verdict_that_does_not_admit_leaves_the_outage_a_503() {
+    let shared = shared();
+    let vm = worker_with(&shared, mcp_gateway(), "gateway");
+    let last_call = |shared: &Shared| calls(shared).last().cloned().unwrap().id;
+    send_request(&vm, 1, "POST", "mcp.example.com", "/mcp", Some("t"));
+    answer(&vm, last_call(&shared), &active(MAIN, "400", &[]));
+    advance_clock(&shared, 310_000);
+    // The route needs a role the old verdict lacks: not a 403 during an outage, a 503.
+    send_request(&vm, 2, "POST", "mcp.example.com", "/mcp/admin", Some("t"));
+    fail(&vm, last_call(&shared));
+    assert_eq!(status(&vm, 2), Some(503));
+}
+
+#[test]
+fn a_full_in_flight_table_during_an_outage_is_bridged_too() {
+    let shared = shared();
+    let vm = worker_with(&shared, mcp_gateway(), "gateway");
+    send_request(&vm, 1, "POST", "mcp.example.com", "/mcp", Some("t"));
+    answer(&vm, calls(&shared)[0].id, &active(MAIN, "400", &[]));
+    advance_clock(&shared, 310_000);
+    // A hanging issuer: the main issuer's two in-flight calls (max_in_flight 2) never return.
+    send(&vm, 2, "orders.example.com", "hang-1");
+    send(&vm, 3, "orders.example.com", "hang-2");
+    assert_eq!(send_request(&vm, 4, "POST", "mcp.example.com", "/mcp", Some("t")), Flow::Continue);
+    assert_eq!(reason(&vm, 4).as_deref(), Some("stale_verdict"));
+    // A token with no recent verdict still gets the cap's 503.
+    send_request(&vm, 5, "POST", "mcp.example.com", "/mcp", Some("new"));
+    assert_eq!(status(&vm, 5), Some(503));
+}
+
+#[test]
+fn a_preflight_goes_on_without_a_token_or_a_method_override() {
+    let shared = shared();
+    let vm = worker_with(&shared, mcp_gateway(), "gateway");
+    vm.host().current.set(1);
+    let request = Request {
+        method: b"OPTIONS",
+        authority: b"mcp.example.com",
+        path: b"/mcp",
+        authorization: Some(b"Bearer unchecked"),
+        origin: true,
+        cors_request_method: true,
+        end_of_stream: true,
+        ..Request::default()
+    };
+    assert_eq!(vm.on_request_headers(1, &request), Flow::Continue);
+    let removed: Vec<String> = vm.host().outcomes.borrow()[&1]
+        .set
+        .iter()
+        .filter(|(_, value)| value.is_none())
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in ["authorization", "x-http-method-override", "x-auth-subject"] {
+        assert!(removed.iter().any(|r| r == name), "{name} not removed: {removed:?}");
+    }
+    assert!(calls(&shared).is_empty());
+}

@@ -104,7 +104,7 @@ impl Context for RequestFilter {
 }
 
 impl HttpContext for RequestFilter {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let block = request_header_block();
         // A block that does not parse yields no headers: no host, so 400.
         let pairs = header_pairs(&block).unwrap_or_default();
@@ -114,8 +114,12 @@ impl HttpContext for RequestFilter {
         let property = |path: Vec<&str>| binds.then(|| hostcalls::get_property(path).ok().flatten()).flatten();
         let virtual_host = property(vec!["xds", "virtual_host_name"]);
         let route = property(vec!["xds", "route_name"]);
-        let request =
-            Request { virtual_host: virtual_host.as_deref(), route: route.as_deref(), ..Request::from_pairs(&pairs) };
+        let request = Request {
+            virtual_host: virtual_host.as_deref(),
+            route: route.as_deref(),
+            end_of_stream,
+            ..Request::from_pairs(&pairs)
+        };
         match self.engine.on_request_headers(self.context_id, &request) {
             Flow::Continue => Action::Continue,
             Flow::Pause => Action::Pause,

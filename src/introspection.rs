@@ -73,8 +73,15 @@ impl IssuerError {
     /// or broken, a timeout (504), a 5xx. Not a 4xx (the filter's own
     /// credentials, a bad request) and not an answer that could not be read.
     pub fn is_outage(&self) -> bool {
-        matches!(self, IssuerError::Unreachable(_) | IssuerError::NoStatus)
-            || matches!(self, IssuerError::Status(status) if *status >= 500)
+        match self {
+            // A refused certificate or handshake is a misconfiguration, or someone in between.
+            IssuerError::Unreachable(reason) => {
+                !reason.contains("CERTIFICATE_VERIFY_FAILED") && !reason.contains("TLS_error")
+            }
+            IssuerError::NoStatus => true,
+            IssuerError::Status(status) => *status >= 500,
+            _ => false,
+        }
     }
 
     /// True when the cause is on the filter's side (its credentials, cluster,

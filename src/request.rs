@@ -20,9 +20,11 @@ pub struct Request<'a> {
     pub virtual_host: Option<&'a [u8]>,
     pub route: Option<&'a [u8]>,
     /// Whether `Origin` and `Access-Control-Request-Method` are present: with
-    /// `OPTIONS`, a browser's CORS preflight.
+    /// `OPTIONS` and no body, a browser's CORS preflight.
     pub origin: bool,
     pub cors_request_method: bool,
+    /// The headers end the request: no body follows.
+    pub end_of_stream: bool,
     /// The first of these headers that appears more than once, if any.
     pub repeated: Option<Repeated>,
     /// Every header name, as sent (lower case, as Envoy keeps them).

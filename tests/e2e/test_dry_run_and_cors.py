@@ -81,6 +81,8 @@ def test_a_cors_preflight_passes_without_a_token_where_the_api_allows_it(trial, 
     # Not a preflight: an OPTIONS without Access-Control-Request-Method, or a GET with both headers.
     assert trial.get("/api/private", method="OPTIONS", headers={"Origin": "https://app.example.com"}).status == 401
     assert trial.get("/api/private", headers=PREFLIGHT).status == 401
+    # With a body it is no preflight either.
+    assert trial.get("/api/private", method="OPTIONS", headers=PREFLIGHT, body="delete everything").status == 401
     assert api.hits().get("/api/private", 0) == hits + 1
 
 
