@@ -220,6 +220,14 @@ enum NamePattern {
 }
 
 impl HostPattern {
+    /// The one host name this pattern matches, if it is not a `*.` pattern.
+    pub fn exact_name(&self) -> Option<&str> {
+        match &self.name {
+            NamePattern::Exact(name) => Some(name),
+            NamePattern::SubdomainOf(_) => None,
+        }
+    }
+
     /// Parses a rule's host; compared case-insensitively, so any case is accepted.
     pub fn parse(text: &str) -> Result<HostPattern, HostError> {
         match text.strip_prefix("*.") {

@@ -22,6 +22,10 @@
 //! answers for another, and what an older configuration kept is not trusted.
 
 use crate::claims::{Identity, Rejection, Verdict};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use crate::token::TokenHash;
 
 /// Access to proxy-wasm shared data, behind a trait so the cache is plain
@@ -74,11 +78,22 @@ impl VerdictCache {
     /// The cached verdict for this issuer's token (`hash`), if a live entry
     /// written under the issuer's `fingerprint` exists at `now_ms`.
     pub fn lookup(&self, store: &impl SharedData, hash: &TokenHash, fingerprint: u64, now_ms: u64) -> Option<Verdict> {
+        self.lookup_until(store, hash, fingerprint, now_ms).map(|(verdict, _)| verdict)
+    }
+
+    /// [`VerdictCache::lookup`], with the time (unix ms) the entry ends.
+    pub fn lookup_until(
+        &self,
+        store: &impl SharedData,
+        hash: &TokenHash,
+        fingerprint: u64,
+        now_ms: u64,
+    ) -> Option<(Verdict, u64)> {
         self.candidate_slots(hash).into_iter().find_map(|slot| {
             let (value, _) = store.get(&self.slot_key(slot));
             let entry = decode_entry(&value?)?;
             (entry.fingerprint == fingerprint && entry.token == *hash && entry.valid_until_ms > now_ms)
-                .then_some(entry.verdict)
+                .then_some((entry.verdict, entry.valid_until_ms))
         })
     }
 
@@ -226,6 +241,41 @@ impl VerdictCache {
 
     fn slot_key(&self, slot: u32) -> String {
         format!("{}{slot}", self.key_prefix)
+    }
+}
+
+/// A worker's own copy of the verdicts it read from shared data lately, so
+/// that a token's next requests on this worker skip the shared-data read
+/// (a host call and a copy) and the decoding. An entry ends when the shared
+/// one it copies ends, so the documented bounds (`max_ttl_seconds`, the
+/// negative TTL) hold; a configuration change starts an empty copy (the
+/// engine is new). At most `capacity` entries: when full, the ended ones go,
+/// and if none has, all of them.
+pub struct RecentVerdicts {
+    entries: RefCell<HashMap<TokenHash, (Rc<Verdict>, u64)>>,
+    capacity: usize,
+}
+
+impl RecentVerdicts {
+    pub fn new(capacity: usize) -> Self {
+        RecentVerdicts { entries: RefCell::default(), capacity }
+    }
+
+    pub fn get(&self, hash: &TokenHash, now_ms: u64) -> Option<Rc<Verdict>> {
+        let entries = self.entries.borrow();
+        let (verdict, until) = entries.get(hash)?;
+        (*until > now_ms).then(|| Rc::clone(verdict))
+    }
+
+    pub fn put(&self, hash: TokenHash, verdict: Rc<Verdict>, until_ms: u64, now_ms: u64) {
+        let mut entries = self.entries.borrow_mut();
+        if entries.len() >= self.capacity && !entries.contains_key(&hash) {
+            entries.retain(|_, (_, until)| *until > now_ms);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, (verdict, until_ms));
     }
 }
 
@@ -632,6 +682,24 @@ pub(crate) mod tests {
         let inactive = Verdict::Invalid(Rejection::Inactive);
         assert_eq!(off.store(&store, &token("t"), FP, &inactive, T0 + 301_000), StoreOutcome::NotCacheable);
         assert_eq!(off.lookup_stale(&store, &token("t"), FP, T0 + 302_000, 600_000), None);
+    }
+
+    #[test]
+    fn recent_verdicts_end_with_their_shared_entry_and_stay_bounded() {
+        let recent = RecentVerdicts::new(2);
+        let verdict = Rc::new(valid(Some(5000)));
+        recent.put(token("a"), Rc::clone(&verdict), T0 + 1000, T0);
+        assert_eq!(recent.get(&token("a"), T0 + 999).as_deref(), Some(&*verdict));
+        assert_eq!(recent.get(&token("a"), T0 + 1000), None, "ends when the shared entry ends");
+        recent.put(token("b"), Rc::clone(&verdict), T0 + 5000, T0);
+        // Full: the ended one goes.
+        recent.put(token("c"), Rc::clone(&verdict), T0 + 5000, T0 + 2000);
+        assert!(recent.get(&token("b"), T0 + 2000).is_some() && recent.get(&token("c"), T0 + 2000).is_some());
+        // Full of live ones: all go.
+        recent.put(token("d"), Rc::clone(&verdict), T0 + 5000, T0 + 2000);
+        assert!(recent.get(&token("b"), T0 + 2000).is_none());
+        assert!(recent.get(&token("d"), T0 + 2000).is_some());
+        assert_eq!(recent.entries.borrow().len(), 1);
     }
 
     #[test]

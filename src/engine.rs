@@ -24,12 +24,13 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::Duration;
 
 use log::{debug, error, warn};
 use sha2::{Digest, Sha256};
 
-use crate::cache::{StoreOutcome, VerdictCache};
+use crate::cache::{RecentVerdicts, StoreOutcome, VerdictCache};
 use crate::claims::{Rejection, Verdict};
 use crate::coalesce::{Claim, Ending, InFlightTable, LeaderState};
 use crate::decision::{self, Admission, Check, Decision, Failure, Protected, Request, Start, Step};
@@ -59,6 +60,8 @@ const MAX_KEY_WAITERS: usize = 256;
 /// Headers a CORS preflight let through without a token goes upstream without: a
 /// token nobody checked, and the method overrides some frameworks obey.
 const PREFLIGHT_REMOVES: [&str; 4] = ["authorization", "x-http-method-override", "x-http-method", "x-method-override"];
+/// Verdicts a worker keeps its own copy of (see `cache::RecentVerdicts`).
+const RECENT_VERDICTS: usize = 1024;
 /// Tokens remembered per VM so that a stale admission is logged once per token.
 const STALE_LOGGED: usize = 1024;
 
@@ -136,6 +139,8 @@ pub struct Engine<H: Host> {
     keyrings: Vec<Option<Keyring>>,
     /// The tokens admitted on a stale verdict lately, to log each once.
     stale_logged: RefCell<VecDeque<TokenHash>>,
+    /// This worker's copy of the verdicts it read lately.
+    recent: RecentVerdicts,
 }
 
 impl<H: Host> Engine<H> {
@@ -181,6 +186,7 @@ impl<H: Host> Engine<H> {
             prober: None,
             keyrings,
             stale_logged: RefCell::default(),
+            recent: RecentVerdicts::new(RECENT_VERDICTS),
         }
     }
 
@@ -284,9 +290,9 @@ impl<H: Host> Engine<H> {
                 continue;
             };
             let hash = issuer.token_hash(check.token());
-            if let Some(verdict) = self.cache.lookup(&self.host, &hash, issuer.fingerprint, now_ms) {
+            if let Some(verdict) = self.cached(&hash, issuer.fingerprint, now_ms) {
                 self.host.count(Counter::CacheHits);
-                if let Some(decision) = check.record(&self.policy, Ok(&verdict)) {
+                if let Some(decision) = check.record(&self.policy, Ok(&*verdict)) {
                     return self.conclude(context_id, decision, protected);
                 }
                 tries = Tries::default();
@@ -371,13 +377,25 @@ impl<H: Host> Engine<H> {
         }
     }
 
+    /// A token's verdict at an issuer (`hash` names both): this worker's recent
+    /// copy, or the shared cache's, copied for the next request.
+    fn cached(&self, hash: &TokenHash, fingerprint: u64, now_ms: u64) -> Option<Rc<Verdict>> {
+        if let Some(verdict) = self.recent.get(hash, now_ms) {
+            return Some(verdict);
+        }
+        let (verdict, until_ms) = self.cache.lookup_until(&self.host, hash, fingerprint, now_ms)?;
+        let verdict = Rc::new(verdict);
+        self.recent.put(*hash, Rc::clone(&verdict), until_ms, now_ms);
+        Some(verdict)
+    }
+
     /// An admission a later issuer of the check gives from its cached verdict.
     fn cached_later(&self, check: &Check, now_ms: u64) -> Option<Decision<'_>> {
         check.later().iter().find_map(|&id| {
             let issuer = self.policy.issuer(id)?;
             let hash = issuer.token_hash(check.token());
-            match self.cache.lookup(&self.host, &hash, issuer.fingerprint, now_ms)? {
-                Verdict::Valid(identity) => check.admitted_by(&self.policy, id, &identity).map(Decision::Admit),
+            match &*self.cached(&hash, issuer.fingerprint, now_ms)? {
+                Verdict::Valid(identity) => check.admitted_by(&self.policy, id, identity).map(Decision::Admit),
                 Verdict::Invalid(_) => None,
             }
         })
@@ -584,6 +602,7 @@ impl<H: Host> Engine<H> {
     /// On each tick (in the root context): go on with the requests ready for
     /// their next issuer, and with waiters whose leader finished, failed or vanished.
     pub fn on_tick(&self) {
+        self.host.flush_counters();
         let Some(now_ms) = self.host.now_ms() else { return };
         if let Some(prober) = &self.prober {
             prober.on_tick(&self.host, &self.policy, now_ms);

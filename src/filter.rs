@@ -5,6 +5,7 @@
 //! Headers are always read as bytes: the SDK's `String` getters unwrap
 //! `from_utf8`, so one non-UTF-8 header would panic the VM.
 
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -44,7 +45,7 @@ impl RootContext for FilterRoot {
             Ok(policy) => {
                 let name = self.get_property(vec!["plugin_name"]).unwrap_or_default();
                 let root_id = self.get_property(vec!["plugin_root_id"]).unwrap_or_default();
-                let host = HostCalls { metrics: Metrics::define(&policy) };
+                let host = HostCalls::new(Metrics::define(&policy));
                 let namespace = namespace(&name, &root_id);
                 self.engine = Some(Rc::new(Engine::new(host, policy, &namespace).with_probe(&namespace, &raw)));
                 true
@@ -185,9 +186,52 @@ fn send_reply(reply: &Reply) {
     let _ = hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes()));
 }
 
+/// How often counts kept back reach Envoy's stats (see [`HostCalls`]).
+const COUNTER_FLUSH: Duration = Duration::from_secs(1);
+
 /// The host as proxy-wasm offers it.
+///
+/// Counts are kept in the VM and handed to Envoy on the root's tick, at most
+/// a second late: every host call costs microseconds, and a cache hit would
+/// otherwise make two of them for its counters alone. A tick runs while
+/// counts are pending, whatever the engine asks for.
 pub struct HostCalls {
     metrics: Metrics,
+    /// Counts not yet in Envoy, in the order of `metrics`.
+    pending: RefCell<Pending>,
+    /// The tick period last asked for.
+    tick: Cell<Duration>,
+}
+
+#[derive(Default)]
+struct Pending {
+    global: Vec<u64>,
+    issuers: Vec<Vec<u64>>,
+    any: bool,
+}
+
+impl HostCalls {
+    fn new(metrics: Metrics) -> Self {
+        let pending = Pending {
+            global: vec![0; metrics.global.len()],
+            issuers: metrics.issuers.iter().map(|ids| vec![0; ids.len()]).collect(),
+            any: false,
+        };
+        HostCalls { metrics, pending: RefCell::new(pending), tick: Cell::new(Duration::ZERO) }
+    }
+
+    /// Adds to the pending count `pick` finds, and makes sure a tick will hand it over.
+    fn add(&self, pick: impl FnOnce(&mut Pending) -> Option<&mut u64>, amount: u64) {
+        let first = {
+            let mut pending = self.pending.borrow_mut();
+            let Some(count) = pick(&mut pending) else { return };
+            *count = count.saturating_add(amount);
+            !std::mem::replace(&mut pending.any, true)
+        };
+        if first && self.tick.get().is_zero() {
+            self.set_tick(COUNTER_FLUSH);
+        }
+    }
 }
 
 impl SharedData for HostCalls {
@@ -224,7 +268,11 @@ impl Host for HostCalls {
     }
 
     fn set_tick(&self, period: Duration) {
-        let _ = hostcalls::set_tick_period(period);
+        let period = if period.is_zero() && self.pending.borrow().any { COUNTER_FLUSH } else { period };
+        if period != self.tick.get() {
+            self.tick.set(period);
+            let _ = hostcalls::set_tick_period(period);
+        }
     }
 
     fn act_as(&self, context_id: u32) -> bool {
@@ -248,14 +296,31 @@ impl Host for HostCalls {
     }
 
     fn count_by(&self, counter: Counter, amount: u64) {
-        let at = COUNTERS.iter().position(|(c, _)| *c == counter);
-        increment(at.and_then(|at| self.metrics.global.get(at)).copied().flatten(), amount);
+        let Some(at) = COUNTERS.iter().position(|(c, _)| *c == counter) else { return };
+        self.add(|pending| pending.global.get_mut(at), amount);
     }
 
     fn count_issuer(&self, issuer: IssuerId, counter: IssuerCounter) {
-        let at = ISSUER_COUNTERS.iter().position(|(c, _)| *c == counter);
-        let ids = self.metrics.issuers.get(issuer.0);
-        increment(at.and_then(|at| ids.and_then(|ids| ids.get(at))).copied().flatten(), 1);
+        let Some(at) = ISSUER_COUNTERS.iter().position(|(c, _)| *c == counter) else { return };
+        self.add(|pending| pending.issuers.get_mut(issuer.0).and_then(|counts| counts.get_mut(at)), 1);
+    }
+
+    fn flush_counters(&self) -> bool {
+        let mut pending = self.pending.borrow_mut();
+        if !pending.any {
+            return false;
+        }
+        pending.any = false;
+        let Pending { global, issuers, .. } = &mut *pending;
+        for (count, id) in global.iter_mut().zip(&self.metrics.global) {
+            increment(*id, std::mem::take(count));
+        }
+        for (counts, ids) in issuers.iter_mut().zip(&self.metrics.issuers) {
+            for (count, id) in counts.iter_mut().zip(ids) {
+                increment(*id, std::mem::take(count));
+            }
+        }
+        true
     }
 }
 
@@ -283,7 +348,7 @@ impl Metrics {
 }
 
 fn increment(metric: Option<u32>, amount: u64) {
-    if let (Some(id), Ok(amount)) = (metric, i64::try_from(amount)) {
+    if let (Some(id), Ok(amount @ 1..)) = (metric, i64::try_from(amount)) {
         let _ = hostcalls::increment_metric(id, amount);
     }
 }

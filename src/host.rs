@@ -53,6 +53,12 @@ pub trait Host: SharedData {
     fn count_by(&self, counter: Counter, amount: u64);
 
     fn count_issuer(&self, issuer: IssuerId, counter: IssuerCounter);
+
+    /// Hands counts kept back to the host (see `filter`: Envoy gets them in
+    /// batches, on the root's tick); true when there were some.
+    fn flush_counters(&self) -> bool {
+        false
+    }
 }
 
 /// An HTTP call's answer, as the host hands it to the callback that made the call.

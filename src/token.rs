@@ -97,7 +97,7 @@ pub fn token_shape(token: &str) -> TokenShape {
 /// SHA-256 of an issuer and a token: what the cache and the in-flight table
 /// hold instead of the token. The issuer is part of it, so what one issuer
 /// said about a token never answers for another.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenHash(pub [u8; 32]);
 
 impl TokenHash {
