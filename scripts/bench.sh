@@ -34,4 +34,8 @@ if ! command -v wrk >/dev/null; then
   apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
 fi
 
+if [ "${1:-}" = "--hit" ]; then
+  shift
+  exec .venv/bin/python bench/hit.py "$@"
+fi
 exec .venv/bin/python bench/bench.py "$@"

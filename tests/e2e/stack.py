@@ -334,6 +334,10 @@ class Issuer:
         self.process.stop()
 
 
+# The filter hands its counts to Envoy once a second; reading them waits this long first.
+COUNTER_FLUSH_WAIT = 1.3
+
+
 class Envoy:
     """The real Envoy binary with the real .wasm."""
 
@@ -393,6 +397,9 @@ class Envoy:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     def stats(self):
+        """Envoy's counters, once the filter's latest counts are in (it hands them over once a
+        second, on its tick: see src/filter.rs)."""
+        time.sleep(COUNTER_FLUSH_WAIT)
         text = http_request(self.admin_port, "/stats").body
         return {k: int(v) for k, v in re.findall(r"^([\w.:\-]+): (\d+)$", text, re.M)}
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from compose import Compose, Engine, Unavailable, elapsed, skip_unless_required
-from stack import LOG_FILES, RESPONSES, SECRETS, free_port, wait_for
+from stack import COUNTER_FLUSH_WAIT, LOG_FILES, RESPONSES, SECRETS, free_port, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,7 @@ def test_docker_compose_runs_the_demo(engine, log_dir):
         dump = subprocess.run(["curl", "-s", f"{admin}/config_dump"], capture_output=True, text=True, timeout=30).stdout
         assert "oauth_introspection" in dump and "ZITADEL_API_KEY_JSON" in dump
         assert not any(line in dump for line in key_lines) and "PRIVATE KEY" not in dump
+        time.sleep(COUNTER_FLUSH_WAIT)  # the filter hands its counts over once a second
         stats = subprocess.run(["curl", "-s", f"{admin}/stats"], capture_output=True, text=True, timeout=30).stdout
         for counter in ("allowed: 2", "denied.missing_token: 1", "denied.insufficient_role: 1",
                         "denied.invalid_token: 1"):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import RESPONSES
-from stack import first_hcm, raw_get
+from stack import COUNTER_FLUSH_WAIT, first_hcm, raw_get
 
 PROJECT_ID = "300000000000000001"
 SCOPED_CHALLENGE = 'Bearer error="insufficient_scope", scope="read:messages"'
@@ -276,6 +276,7 @@ def test_metrics_are_in_envoy_stats(envoy, issuer):
     calls = stats["wasmcustom.oauth_introspection.introspection.calls"]
     signatures = stats["wasmcustom.oauth_introspection.assertion.signatures"]
     assert 1 <= signatures <= 2 < calls, (signatures, calls)
+    time.sleep(COUNTER_FLUSH_WAIT)  # the filter hands its counts over once a second
     prometheus = envoy.admin("/stats/prometheus").body
     assert "oauth_introspection_cache_hits" in prometheus
 

@@ -1,10 +1,15 @@
 """The filter's counters as Prometheus scrapes them: the real Envoy's /stats/prometheus, read with
 a maintained parser (PyPI prometheus-client). The shipped configs' stats_tags (envoy/envoy.yaml.in)
 turn the denial's reason and the issuer's name into labels."""
+import time
+
 from prometheus_client.parser import text_string_to_metric_families
+
+from stack import COUNTER_FLUSH_WAIT
 
 
 def scrape(envoy):
+    time.sleep(COUNTER_FLUSH_WAIT)  # the filter hands its counts over once a second
     text = envoy.admin("/stats/prometheus").body
     return {family.name: family for family in text_string_to_metric_families(text)}
 
