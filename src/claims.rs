@@ -62,8 +62,8 @@ pub enum Rejection {
     /// A JWT whose payload names no issuer (no call is made).
     NoIssuer,
     /// A JWT of an issuer whose JWTs are verified locally, whose header is not
-    /// that of a signed access token: `alg` `none`, HMAC or another algorithm
-    /// than RS256, ES256 and EdDSA, no `kid`, a `crit` member, a `typ` other
+    /// that of a signed access token: `alg` `none`, HMAC or any algorithm
+    /// other than RS256, no `kid`, a `crit` member, a `typ` other
     /// than a JWT's, or a header that is not one JSON object.
     BadHeader,
     /// Such a JWT signed with a key its issuer does not publish (after a
