@@ -639,14 +639,15 @@ fn check_role_source(api: &str, generic_roles: &[&str], field: &str) -> Result<(
 
 /// Rules are matched against the readings of request paths (see `path`), so a
 /// rule path must be one of them: a path read one way only, without `//`, `.`
-/// or `..` segments, path parameters or percent-encoded unreserved characters.
+/// or `..` segments, path parameters or percent escapes (written decoded, as
+/// the frameworks that decode route it).
 fn check_rule_path(path: String, field: &str) -> Result<String, ConfigError> {
     let read_once = read_path(path.as_bytes()).is_ok_and(|readings| readings.spellings() == [path.as_str()]);
     if path.contains(['?', ';']) || !read_once {
         return Err(ConfigError::new(
             field,
             "must be a canonical absolute path: starting with '/', no query, no ';' parameters, no '//', '.' or \
-             '..' segments, no percent-encoded unreserved characters",
+             '..' segments, no percent escapes (write the path decoded, in ASCII)",
         ));
     }
     Ok(path)

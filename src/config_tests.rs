@@ -334,6 +334,8 @@ fn invalid_shorthand_configs_name_the_field() {
         ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/api//public"))),
         ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/api/../public"))),
         ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/%61pi"))),
+        ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/users/%40me"))),
+        ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/caf%C3%A9"))),
         ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/api;v=1"))),
         ("rules[1].prefix", Box::new(|c| c["rules"][1]["prefix"] = json!("/api/./x"))),
         ("rules[0].virtual_host", Box::new(|c| c["rules"][0]["virtual_host"] = json!(""))),

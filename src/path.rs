@@ -17,8 +17,9 @@
 //!   raw (controls, space, non-ASCII, `\`, `#`);
 //! * what servers merely spell differently is read every way
 //!   ([`PathReadings`]): path parameters kept or dropped, empty segments kept
-//!   or merged, escaped unreserved characters decoded or not; `rules` also
-//!   compares letters with and without case. A request is admitted only
+//!   or merged, escapes decoded (as Starlette, Flask and Tomcat route) or not
+//!   (as Express and WHATWG URL parsers do); `rules` also compares letters
+//!   with and without case. A request is admitted only
 //!   under the rule every reading picks; readings that pick different rules
 //!   are refused (400).
 //!
@@ -83,9 +84,9 @@ impl fmt::Display for PathError {
 pub const MAX_PATH_LEN: usize = 16 * 1024;
 
 /// The spellings of one request path, each as some server reads it (see the
-/// module documentation): the query dropped, every other escape in upper
-/// case, at most eight distinct spellings, the first with parameters, empty
-/// segments and escapes as sent.
+/// module documentation): the query dropped, escapes as sent (hex digits in
+/// upper case) or all decoded, at most eight distinct spellings, the first
+/// with parameters, empty segments and escapes as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathReadings {
     spellings: Vec<String>,
@@ -104,7 +105,7 @@ impl PathReadings {
     }
 }
 
-/// One segment as sent, and with its unreserved escapes decoded.
+/// One segment as sent (escapes' hex digits in upper case), and decoded.
 struct Segment {
     raw: String,
     decoded: String,
@@ -129,9 +130,6 @@ pub fn read_path(raw: &[u8]) -> Result<PathReadings, PathError> {
             return Err(PathError::DotSegment);
         }
         segments.push(Segment { raw: upper_hex(piece), decoded });
-    }
-    if !decodes_to_utf8(path) {
-        return Err(PathError::NotUtf8);
     }
     if rest.starts_with(b"/") {
         return Err(PathError::LeadingDoubleSlash);
@@ -177,9 +175,7 @@ fn join(parts: &[&str], merge: bool) -> String {
 
 /// `.` or `..`, also with parameters (`..;x`, `.%3Bx`) as Tomcat reads them.
 fn is_dot_segment(decoded: &str) -> bool {
-    let params = decoded.find(';').into_iter().chain(decoded.find("%3B"));
-    let base = params.min().and_then(|at| decoded.get(..at)).unwrap_or(decoded);
-    matches!(base, "." | "..")
+    matches!(decoded.split(';').next(), Some("." | ".."))
 }
 
 /// The segment as sent, with escapes' hex digits in upper case.
@@ -194,10 +190,10 @@ fn upper_hex(piece: &[u8]) -> String {
     out
 }
 
-/// Decodes what RFC 3986 says may be decoded (unreserved characters) and
-/// refuses what must not be guessed at.
+/// Decodes every escape, as Starlette, Flask and Tomcat do before routing,
+/// and refuses what must not be guessed at.
 fn decode_segment(piece: &[u8]) -> Result<String, PathError> {
-    let mut out = String::with_capacity(piece.len());
+    let mut out = Vec::with_capacity(piece.len());
     let mut bytes = piece.iter();
     while let Some(&byte) = bytes.next() {
         if byte == b'%' {
@@ -208,69 +204,28 @@ fn decode_segment(piece: &[u8]) -> Result<String, PathError> {
                 return Err(PathError::InvalidEscape);
             };
             let decoded = h << 4 | l;
-            let double_encoded = decoded == b'%'
-                && matches!(bytes.as_slice(), [a, b, ..] if a.is_ascii_hexdigit() && b.is_ascii_hexdigit());
-            if matches!(decoded, b'/' | b'\\' | 0) || double_encoded {
+            if matches!(decoded, b'/' | b'\\' | 0) {
                 return Err(PathError::AmbiguousEscape);
             }
-            if is_unreserved(decoded) {
-                out.push(char::from(decoded));
-            } else {
-                out.push('%');
-                push_hex_digit(&mut out, h);
-                push_hex_digit(&mut out, l);
-            }
+            out.push(decoded);
         } else if byte <= b' ' || byte >= 0x7f || byte == b'\\' || byte == b'#' {
             return Err(PathError::ForbiddenByte);
         } else {
-            out.push(char::from(byte));
+            out.push(byte);
         }
     }
-    // Checked on the output, so that `%25%41a` (which becomes `%25Aa`) counts too.
-    if is_double_encoded(&out) {
+    // A `%` in the output came from `%25`: followed by two hex digits (`%2541`,
+    // and `%25%41a`, which becomes `%Aa`), a second decode gives another byte.
+    let double_encoded =
+        out.windows(3).any(|w| matches!(w, [b'%', a, b] if a.is_ascii_hexdigit() && b.is_ascii_hexdigit()));
+    if double_encoded {
         return Err(PathError::AmbiguousEscape);
     }
-    Ok(out)
-}
-
-/// `%25` followed by two hex digits: decoding once more gives another byte.
-fn is_double_encoded(segment: &str) -> bool {
-    segment.match_indices("%25").any(|(at, _)| {
-        matches!(segment.as_bytes().get(at + 3..at + 5), Some([a, b]) if a.is_ascii_hexdigit() && b.is_ascii_hexdigit())
-    })
-}
-
-/// Whether the path, with every escape decoded, is UTF-8. Called after
-/// `decode_segment` has accepted every escape.
-fn decodes_to_utf8(path: &[u8]) -> bool {
-    let mut decoded = Vec::with_capacity(path.len());
-    let mut bytes = path.iter();
-    while let Some(&byte) = bytes.next() {
-        let value = if byte == b'%' {
-            match (bytes.next().and_then(|&b| hex_value(b)), bytes.next().and_then(|&b| hex_value(b))) {
-                (Some(h), Some(l)) => h << 4 | l,
-                _ => return false,
-            }
-        } else {
-            byte
-        };
-        decoded.push(value);
-    }
-    std::str::from_utf8(&decoded).is_ok()
-}
-
-fn push_hex_digit(out: &mut String, nibble: u8) {
-    if let Some(digit) = char::from_digit(u32::from(nibble), 16) {
-        out.push(digit.to_ascii_uppercase());
-    }
+    String::from_utf8(out).map_err(|_| PathError::NotUtf8)
 }
 
 fn hex_value(byte: u8) -> Option<u8> {
     char::from(byte).to_digit(16).and_then(|d| u8::try_from(d).ok())
-}
-
-fn is_unreserved(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
 
 #[cfg(test)]
@@ -290,7 +245,7 @@ mod tests {
 
     #[test]
     fn plain_paths_have_one_reading_as_sent() {
-        for path in ["/", "/api", "/api/private", "/api/private/", "/a-b_c~d.e/f:g@h!$&'()*+,=", "/x%20y", "/API/X"] {
+        for path in ["/", "/api", "/api/private", "/api/private/", "/a-b_c~d.e/f:g@h!$&'()*+,=", "/API/X"] {
             assert_eq!(one(path).as_deref(), Ok(path), "{path}");
         }
     }
@@ -354,8 +309,8 @@ mod tests {
             Ok(vec!["/public/;/admin".into(), "/public//admin".into(), "/public/admin".into()])
         );
         assert_eq!(spellings("/;jsessionid=1"), Ok(vec!["/;jsessionid=1".into(), "/".into()]));
-        // An encoded ';' is no parameter to any of them.
-        assert_eq!(one("/admin%3Bx").as_deref(), Ok("/admin%3Bx"));
+        // An encoded ';' is no parameter to any of them; decoded, it is a ';' in the name.
+        assert_eq!(spellings("/admin%3Bx"), Ok(vec!["/admin%3Bx".into(), "/admin;x".into()]));
     }
 
     #[test]
@@ -366,12 +321,21 @@ mod tests {
         assert_eq!(spellings("/%61//b;x").map(|s| s.len()), Ok(8));
     }
 
+    /// Starlette, Flask and Tomcat decode every escape before routing (`/users/%40me`
+    /// is their `/users/@me`); Express and WHATWG URL parsers decode none.
     #[test]
-    fn reserved_escapes_stay_encoded_in_upper_case() {
-        assert_eq!(one("/api/a%3fb").as_deref(), Ok("/api/a%3Fb"));
-        assert_eq!(one("/api/%c3%a9").as_deref(), Ok("/api/%C3%A9"));
-        assert_eq!(one("/api/%25").as_deref(), Ok("/api/%25"));
-        assert_eq!(one("/api/100%25x").as_deref(), Ok("/api/100%25x"));
+    fn every_escape_is_read_encoded_and_decoded() {
+        for (path, encoded, decoded) in [
+            ("/users/%40me", "/users/%40me", "/users/@me"),
+            ("/v1/things%3abatch", "/v1/things%3Abatch", "/v1/things:batch"),
+            ("/api/a%3fb", "/api/a%3Fb", "/api/a?b"),
+            ("/api/%c3%a9", "/api/%C3%A9", "/api/\u{e9}"),
+            ("/x%20y", "/x%20y", "/x y"),
+            ("/api/%25", "/api/%25", "/api/%"),
+            ("/api/100%25x", "/api/100%25x", "/api/100%x"),
+        ] {
+            assert_eq!(spellings(path), Ok(vec![encoded.into(), decoded.into()]), "{path}");
+        }
     }
 
     #[test]

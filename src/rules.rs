@@ -4,8 +4,9 @@
 //!
 //! A request is looked up under every reading the servers after the filter
 //! may give it (see `path` and `authority`): a host's port counted or
-//! ignored, each spelling of the path, letters with and without case, `HEAD`
-//! as itself and as the `GET` most frameworks serve it with. It gets a target
+//! ignored, each spelling of the path, letters with and without case, the
+//! method as sent and upper-cased, `HEAD` as itself and as the `GET` most
+//! frameworks serve it with. It gets a target
 //! only when every reading picks the same one.
 
 use std::collections::HashMap;
@@ -117,7 +118,8 @@ struct Reading<'a> {
 
 impl Rule {
     fn matches(&self, query: &Query<'_>, reading: &Reading<'_>) -> bool {
-        // Methods are case-sensitive (RFC 9110 section 9.1): `get` is not `GET`.
+        // Methods are case-sensitive (RFC 9110 section 9.1): `get` is not `GET`;
+        // `target_for` also reads it upper-cased, as Werkzeug does.
         let method_ok = self.methods.as_ref().is_none_or(|methods| methods.iter().any(|m| m == reading.method));
         let host_ok = self.host.as_ref().is_none_or(|host| host.matches(query.authority, reading.port));
         let named = |wanted: &Option<String>, picked: Option<&str>| wanted.as_deref().is_none_or(|w| Some(w) == picked);
@@ -134,7 +136,7 @@ impl Rule {
 pub enum Disagreement {
     /// Counting the host's port or ignoring it, as Envoy may, picks another rule.
     Port,
-    /// Another reading of the path (or of its case, or of `HEAD`) picks another rule.
+    /// Another reading of the path (or of its case, or of the method) picks another rule.
     Path,
 }
 
@@ -186,11 +188,14 @@ impl Rules {
         } else {
             &[Case::Sensitive]
         };
+        // Werkzeug (Flask) upper-cases the method before routing: `get` is its `GET`.
+        let upper = query.method.bytes().any(|b| b.is_ascii_lowercase()).then(|| query.method.to_ascii_uppercase());
+        let canonical = upper.as_deref().unwrap_or(query.method);
         // Express, Flask, Starlette, Spring... serve HEAD with the GET handler.
-        let methods: &[&str] = if query.method == "HEAD" { &["HEAD", "GET"] } else { &[query.method] };
+        let methods = [Some(query.method), upper.as_deref(), (canonical == "HEAD").then_some("GET")];
         let mut agreed: Option<(Option<&Target>, Reading<'_>)> = None;
         for &port in ports {
-            for &method in methods {
+            for method in methods.into_iter().flatten() {
                 for path in query.path.spellings() {
                     for &case in cases {
                         let reading = Reading { port, method, path, case };
@@ -344,8 +349,25 @@ mod tests {
     fn methods_restrict_a_rule() {
         let rules = demo_rules();
         assert_eq!(target(&rules, "GET", "/api/x"), Some(&api(Access::Authenticated)));
-        assert_eq!(target(&rules, "get", "/api/x"), None);
         assert_eq!(target(&rules, "DELETE", "/api/x"), None);
+    }
+
+    /// Werkzeug upper-cases the method before routing: `get` is read as sent and as `GET`.
+    #[test]
+    fn a_lower_case_method_is_also_read_upper_case() {
+        let rules = Rules::new(
+            vec![
+                Rule { methods: Some(vec!["GET".into()]), ..rule(PathPattern::Prefix("/admin".into()), scoped()) },
+                rule(PathPattern::Prefix("/".into()), Target::Public),
+            ],
+            None,
+        );
+        assert_eq!(at(&rules, "a.example", "get", "/admin"), Err(Disagreement::Path));
+        assert_eq!(at(&rules, "a.example", "Get", "/admin"), Err(Disagreement::Path));
+        assert_eq!(at(&rules, "a.example", "head", "/admin"), Err(Disagreement::Path));
+        assert_eq!(at(&rules, "a.example", "get", "/x"), Ok(Some(&Target::Public)));
+        assert_eq!(at(&demo_rules(), "a.example", "get", "/api/x"), Err(Disagreement::Path));
+        assert_eq!(at(&demo_rules(), "a.example", "delete", "/api/x"), Ok(None));
     }
 
     /// Frameworks serve HEAD with the GET handler: HEAD is read both ways.
@@ -387,6 +409,21 @@ mod tests {
         assert_eq!(at(&rules, "a.example", "GET", "/api/private-scope%64"), Err(Disagreement::Path));
         assert_eq!(target(&rules, "GET", "/api/x//y"), Some(&api(Access::Authenticated)));
         assert_eq!(target(&rules, "GET", "/api/x%79"), Some(&api(Access::Authenticated)));
+        // Reserved characters too: Starlette, Flask and Tomcat route `/users/%40me` as `/users/@me`.
+        let rules = Rules::new(
+            vec![
+                rule(PathPattern::Exact("/users/@me".into()), scoped()),
+                rule(PathPattern::Exact("/v1/things:batch".into()), scoped()),
+                rule(PathPattern::Prefix("/".into()), Target::Public),
+            ],
+            None,
+        );
+        for path in ["/users/%40me", "/users/%40Me", "/v1/things%3Abatch", "/v1/things%3abatch"] {
+            assert_eq!(at(&rules, "a.example", "GET", path), Err(Disagreement::Path), "{path}");
+        }
+        assert_eq!(at(&rules, "a.example", "GET", "/users/@me"), Ok(Some(&scoped())));
+        assert_eq!(at(&rules, "a.example", "GET", "/users/%40you"), Ok(Some(&Target::Public)));
+        assert_eq!(at(&rules, "a.example", "GET", "/files/caf%C3%A9"), Ok(Some(&Target::Public)));
     }
 
     /// Express ignores case by default: `/API/PRIVATE-SCOPED` is its scoped route.
