@@ -18,6 +18,8 @@ What it shows:
     server reads //admin as /admin (admin), and a `<path:rest>` matches neither an empty rest nor
     one that starts with `/`, so /admin/, /api/ and /api//private-scoped fall to the catch-all
     (public); with a catch-all route, merge_slashes never redirects, since a rule matched.
+  - Starlette, Flask and Tomcat decode reserved characters too before they route (/users/%40me
+    is their /users/@me); Express and the WHATWG app do not (public).
   - Tomcat drops path parameters and a `;`-only segment before it maps (/admin;x and
     /public/;/../admin are admin, /api/private-scoped;v=1 is scoped), merges `//`, resolves `..`
     and `%2e%2e` (and `..;`), is case-sensitive, and refuses %2f, `\\` and a `..` above the root
@@ -56,6 +58,8 @@ READINGS = {
     "/api/private-scoped;v=1":         ("api",    "api",    "api",    "api",    "scoped"),
     "/api//private-scoped":            ("api",    "api",    "api",    "public", "scoped"),
     "/Api/Private-Scoped":             ("scoped", "public", "public", "public", "public"),
+    "/users/@me":                      ("me",     "me",     "me",     "me",     "me"),
+    "/users/%40me":                    ("public", "public", "me",     "me",     "me"),
 }
 
 

@@ -2,10 +2,11 @@
 them behind Envoy and ask, for a hostile spelling of a path, which handler the framework itself
 served, and whether the token met that handler's requirement.
 
-Every app has the same four handlers, routed by the framework's own router with its default
+Every app has the same five handlers, routed by the framework's own router with its default
 settings (only the WHATWG app matches prefixes by hand, on the WHATWG URL parser's pathname):
 
   admin   /admin and everything below /admin/                      requirement "role"
+  me      /users/@me and everything below it (a reserved character) requirement "role"
   scoped  /api/private-scoped and everything below it              requirement "role"
   api     /api and everything below /api/ that is not scoped       requirement "authenticated"
   public  every other path (a catch-all, like an SPA fallback)     requirement "none"
@@ -43,7 +44,7 @@ APPS = os.path.join(ROOT, "tests", "e2e", "upstreams")
 CATALINA_HOME = "/usr/share/tomcat10"
 
 # The requirement the route of each handler carries.
-REQUIREMENTS = {"admin": "role", "scoped": "role", "api": "authenticated", "public": "none"}
+REQUIREMENTS = {"admin": "role", "me": "role", "scoped": "role", "api": "authenticated", "public": "none"}
 
 
 class Unavailable(Exception):

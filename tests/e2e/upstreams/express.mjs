@@ -1,4 +1,4 @@
-// Express 5 as an upstream behind Envoy: four handlers routed by Express's own router
+// Express 5 as an upstream behind Envoy: five handlers routed by Express's own router
 // (path-to-regexp v8), with Express's default settings (case-insensitive, non-strict).
 // Each handler answers 200 with `x-handler: <name>` and `x-seen-path: <req.path>`, the path
 // Express matched its routes against. See tests/e2e/upstreams.py.
@@ -29,6 +29,7 @@ function handler(name) {
 
 const app = express();
 app.all(['/admin', '/admin/*splat'], handler('admin'));
+app.all(['/users/@me', '/users/@me/*splat'], handler('me'));
 app.all(['/api/private-scoped', '/api/private-scoped/*splat'], handler('scoped'));
 app.all(['/api', '/api/*splat'], handler('api'));
 app.all('/{*splat}', handler('public'));

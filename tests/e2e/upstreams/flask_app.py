@@ -1,4 +1,4 @@
-"""Flask as an upstream behind Envoy: four handlers routed by Flask's own router (werkzeug's
+"""Flask as an upstream behind Envoy: five handlers routed by Flask's own router (werkzeug's
 url map: `<path:rest>` converters and a catch-all), with default settings (merge_slashes,
 strict_slashes), served by werkzeug's threaded development server. Each handler answers 200
 with `x-handler: <name>` and `x-seen-path: <request.path>`, the percent-decoded path werkzeug
@@ -36,6 +36,7 @@ def add_handler(name, *rules):
 
 
 add_handler("admin", "/admin", "/admin/<path:rest>")
+add_handler("me", "/users/@me", "/users/@me/<path:rest>")
 add_handler("scoped", "/api/private-scoped", "/api/private-scoped/<path:rest>")
 add_handler("api", "/api", "/api/<path:rest>")
 add_handler("public", "/", "/<path:rest>")

@@ -1,4 +1,4 @@
-"""Starlette as an upstream behind Envoy: four handlers routed by Starlette's own Router
+"""Starlette as an upstream behind Envoy: five handlers routed by Starlette's own Router
 (`{rest:path}` converters and a catch-all), served by uvicorn, with default settings. Each
 handler answers 200 with `x-handler: <name>` and `x-seen-path: <scope["path"]>`, the
 percent-decoded path Starlette matched its routes against. See tests/e2e/upstreams.py.
@@ -40,6 +40,7 @@ def routes(prefix, name):
 
 app = Starlette(routes=[
     *routes("/admin", "admin"),
+    *routes("/users/@me", "me"),
     *routes("/api/private-scoped", "scoped"),
     *routes("/api", "api"),
     Route("/{rest:path}", Handler("public")),

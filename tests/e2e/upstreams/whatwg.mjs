@@ -10,7 +10,7 @@ import http from 'node:http';
 const port = Number(process.argv[process.argv.indexOf('--port') + 1]);
 
 // First match wins: the role route under /api comes before /api.
-const ROUTES = [['/admin', 'admin'], ['/api/private-scoped', 'scoped'], ['/api', 'api']];
+const ROUTES = [['/admin', 'admin'], ['/users/@me', 'me'], ['/api/private-scoped', 'scoped'], ['/api', 'api']];
 
 // Every byte outside printable ASCII percent-encoded (a pathname is ASCII already; latin1 is
 // for symmetry with express.mjs).
