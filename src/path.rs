@@ -54,7 +54,7 @@ pub enum PathError {
     /// The path begins with `//`, which URL parsers read as a host.
     LeadingDoubleSlash,
     /// Its readings (with or without path parameters, empty segments, escapes
-    /// or case; `HEAD` as `GET`) fall under different rules.
+    /// or case; the method upper-cased, `HEAD` as `GET`) fall under different rules.
     ReadDifferently,
     /// `:path` or `:method` came twice.
     Repeated,
@@ -73,7 +73,7 @@ impl fmt::Display for PathError {
             PathError::LeadingDoubleSlash => "path starts with //",
             PathError::ReadDifferently => {
                 "request falls under different rules depending on how a server reads it (path parameters, \
-                 empty segments, escapes, letter case, HEAD as GET)"
+                 empty segments, escapes, letter case, the method upper-cased or HEAD as GET)"
             }
             PathError::Repeated => "path or method is given twice",
         })
