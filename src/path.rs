@@ -17,9 +17,10 @@
 //!   raw (controls, space, non-ASCII, `\`, `#`);
 //! * what servers merely spell differently is read every way
 //!   ([`PathReadings`]): path parameters kept or dropped, empty segments kept
-//!   or merged, escapes decoded (as Starlette, Flask and Tomcat route) or not
-//!   (as Express and WHATWG URL parsers do); `rules` also compares letters
-//!   with and without case. A request is admitted only
+//!   or merged, escapes decoded (all, as Starlette, Flask and Tomcat route;
+//!   unreserved ones, as RFC 3986 normalization does) or not (as Express and
+//!   WHATWG URL parsers route); `rules` also compares letters with and without
+//!   case. A request is admitted only
 //!   under the rule every reading picks; readings that pick different rules
 //!   are refused (400).
 //!
@@ -85,8 +86,9 @@ pub const MAX_PATH_LEN: usize = 16 * 1024;
 
 /// The spellings of one request path, each as some server reads it (see the
 /// module documentation): the query dropped, escapes as sent (hex digits in
-/// upper case) or all decoded, at most eight distinct spellings, the first
-/// with parameters, empty segments and escapes as sent.
+/// upper case), unreserved ones decoded, or all decoded, at most twelve
+/// distinct spellings, the first with parameters, empty segments and escapes
+/// as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathReadings {
     spellings: Vec<String>,
@@ -105,10 +107,39 @@ impl PathReadings {
     }
 }
 
-/// One segment as sent (escapes' hex digits in upper case), and decoded.
+/// How a segment is read: as sent (escapes' hex digits in upper case), with
+/// its unreserved escapes decoded (as RFC 3986 normalization, Envoy's
+/// `normalize_path` and HAProxy do), or with every escape decoded (as
+/// Starlette, Flask and Tomcat route); each whole, and with its path
+/// parameters dropped (cut at the first `;` as sent, before decoding, as
+/// Tomcat does).
 struct Segment {
-    raw: String,
-    decoded: String,
+    whole: [String; 3],
+    without_params: [String; 3],
+}
+
+impl Segment {
+    fn read(piece: &[u8]) -> Result<Segment, PathError> {
+        let (unreserved, all) = decode_segment(piece)?;
+        if is_dot_segment(&all) {
+            return Err(PathError::DotSegment);
+        }
+        let base = piece.split(|&b| b == b';').next().unwrap_or_default();
+        // A prefix of an accepted segment cut at a `;` (never inside an escape) is accepted too.
+        let (base_unreserved, base_all) = decode_segment(base)?;
+        Ok(Segment {
+            whole: [upper_hex(piece), unreserved, all],
+            without_params: [upper_hex(base), base_unreserved, base_all],
+        })
+    }
+
+    fn has_params(&self) -> bool {
+        self.whole[0] != self.without_params[0]
+    }
+
+    fn has_escapes(&self) -> bool {
+        self.whole[0] != self.whole[2]
+    }
 }
 
 /// Reads a request's `:path` every way a server may (see the module documentation).
@@ -123,26 +154,19 @@ pub fn read_path(raw: &[u8]) -> Result<PathReadings, PathError> {
     let Some(rest) = path.strip_prefix(b"/") else {
         return Err(PathError::NotOriginForm);
     };
-    let mut segments = Vec::new();
-    for piece in rest.split(|&b| b == b'/') {
-        let decoded = decode_segment(piece)?;
-        if is_dot_segment(&decoded) {
-            return Err(PathError::DotSegment);
-        }
-        segments.push(Segment { raw: upper_hex(piece), decoded });
-    }
+    let segments = rest.split(|&b| b == b'/').map(Segment::read).collect::<Result<Vec<_>, _>>()?;
     if rest.starts_with(b"/") {
         return Err(PathError::LeadingDoubleSlash);
     }
-    let with_params = segments.iter().any(|s| s.raw.contains(';'));
-    let escaped = segments.iter().any(|s| s.raw != s.decoded);
+    let with_params = segments.iter().any(Segment::has_params);
+    let decodings = if segments.iter().any(Segment::has_escapes) { 3 } else { 1 };
     let mut spellings: Vec<String> = Vec::new();
     for drop_params in [false, true].into_iter().take(1 + usize::from(with_params)) {
-        for decode in [false, true].into_iter().take(1 + usize::from(escaped)) {
+        for decoding in 0..decodings {
             let parts: Vec<&str> = segments
                 .iter()
-                .map(|s| if decode { &s.decoded } else { &s.raw })
-                .map(|text| if drop_params { text.split(';').next().unwrap_or_default() } else { text })
+                .filter_map(|s| if drop_params { &s.without_params } else { &s.whole }.get(decoding))
+                .map(String::as_str)
                 .collect();
             for spelling in [join(&parts, false), join(&parts, true)] {
                 if !spellings.contains(&spelling) {
@@ -190,10 +214,12 @@ fn upper_hex(piece: &[u8]) -> String {
     out
 }
 
-/// Decodes every escape, as Starlette, Flask and Tomcat do before routing,
-/// and refuses what must not be guessed at.
-fn decode_segment(piece: &[u8]) -> Result<String, PathError> {
-    let mut out = Vec::with_capacity(piece.len());
+/// The segment with its unreserved escapes decoded (the others kept, hex
+/// digits in upper case), and with every escape decoded; refuses what must
+/// not be guessed at.
+fn decode_segment(piece: &[u8]) -> Result<(String, String), PathError> {
+    let mut unreserved = String::with_capacity(piece.len());
+    let mut all = Vec::with_capacity(piece.len());
     let mut bytes = piece.iter();
     while let Some(&byte) = bytes.next() {
         if byte == b'%' {
@@ -207,25 +233,38 @@ fn decode_segment(piece: &[u8]) -> Result<String, PathError> {
             if matches!(decoded, b'/' | b'\\' | 0) {
                 return Err(PathError::AmbiguousEscape);
             }
-            out.push(decoded);
+            if is_unreserved(decoded) {
+                unreserved.push(char::from(decoded));
+            } else {
+                unreserved.push('%');
+                unreserved.push(char::from(high.to_ascii_uppercase()));
+                unreserved.push(char::from(low.to_ascii_uppercase()));
+            }
+            all.push(decoded);
         } else if byte <= b' ' || byte >= 0x7f || byte == b'\\' || byte == b'#' {
             return Err(PathError::ForbiddenByte);
         } else {
-            out.push(byte);
+            unreserved.push(char::from(byte));
+            all.push(byte);
         }
     }
-    // A `%` in the output came from `%25`: followed by two hex digits (`%2541`,
-    // and `%25%41a`, which becomes `%Aa`), a second decode gives another byte.
+    // A `%` in the decoded bytes came from `%25`: followed by two hex digits
+    // (`%2541`, and `%25%41a`, which becomes `%Aa`), a second decode gives another byte.
     let double_encoded =
-        out.windows(3).any(|w| matches!(w, [b'%', a, b] if a.is_ascii_hexdigit() && b.is_ascii_hexdigit()));
+        all.windows(3).any(|w| matches!(w, [b'%', a, b] if a.is_ascii_hexdigit() && b.is_ascii_hexdigit()));
     if double_encoded {
         return Err(PathError::AmbiguousEscape);
     }
-    String::from_utf8(out).map_err(|_| PathError::NotUtf8)
+    let all = String::from_utf8(all).map_err(|_| PathError::NotUtf8)?;
+    Ok((unreserved, all))
 }
 
 fn hex_value(byte: u8) -> Option<u8> {
     char::from(byte).to_digit(16).and_then(|d| u8::try_from(d).ok())
+}
+
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
 
 #[cfg(test)]
@@ -274,6 +313,8 @@ mod tests {
             "/public/..;/api/private",
             "/public/.;x/api",
             "/public/..%3b/api/private",
+            "/public/%2e%2e%3B/api/private",
+            "/public/.%3Bx/api",
             "/public/%2e%2e;/api/private",
             "/api/private//..",
         ] {
@@ -336,6 +377,21 @@ mod tests {
         ] {
             assert_eq!(spellings(path), Ok(vec![encoded.into(), decoded.into()]), "{path}");
         }
+        // Unreserved escapes decoded alone, too: a third reading when both kinds are there.
+        assert_eq!(
+            spellings("/%61pi/health%3acheck"),
+            Ok(vec!["/%61pi/health%3Acheck".into(), "/api/health%3Acheck".into(), "/api/health:check".into()])
+        );
+        // A double encoding only when a second decode would change the path.
+        assert_eq!(spellings("/x%25%41"), Ok(vec!["/x%25%41".into(), "/x%25A".into(), "/x%A".into()]));
+    }
+
+    /// Tomcat drops parameters at a `;` as sent, then decodes: an encoded `;` cuts nothing.
+    #[test]
+    fn parameters_are_cut_before_decoding() {
+        let read = spellings("/admin%3Bv=1/x;jsessionid=1").unwrap();
+        assert!(read.contains(&"/admin;v=1/x".to_string()), "{read:?}");
+        assert!(!read.iter().any(|s| s.starts_with("/admin/")), "{read:?}");
     }
 
     #[test]
@@ -360,6 +416,7 @@ mod tests {
             ("/public/%252e%252e/api/private", PathError::AmbiguousEscape),
             ("/public/..%252fapi/private", PathError::AmbiguousEscape),
             ("/%25%41a", PathError::AmbiguousEscape),
+            ("/public/%25%32%65%25%32%65/admin", PathError::AmbiguousEscape),
             ("/public/..%c0%afapi/private", PathError::NotUtf8),
             ("/api/%ff", PathError::NotUtf8),
             ("/public\\..\\api/private", PathError::ForbiddenByte),

@@ -424,6 +424,17 @@ mod tests {
         assert_eq!(at(&rules, "a.example", "GET", "/users/@me"), Ok(Some(&scoped())));
         assert_eq!(at(&rules, "a.example", "GET", "/users/%40you"), Ok(Some(&Target::Public)));
         assert_eq!(at(&rules, "a.example", "GET", "/files/caf%C3%A9"), Ok(Some(&Target::Public)));
+        // As sent and fully decoded, this is public twice over; with only `%61` decoded (RFC 3986
+        // normalization in front of Express), it is `/api/health%3Acheck`, under `/api`.
+        let rules = Rules::new(
+            vec![
+                rule(PathPattern::Exact("/api/health:check".into()), Target::Public),
+                rule(PathPattern::Prefix("/api".into()), api(Access::Authenticated)),
+            ],
+            Some(Target::Public),
+        );
+        assert_eq!(at(&rules, "a.example", "GET", "/%61pi/health%3Acheck"), Err(Disagreement::Path));
+        assert_eq!(at(&rules, "a.example", "GET", "/api/health:check"), Ok(Some(&Target::Public)));
     }
 
     /// Express ignores case by default: `/API/PRIVATE-SCOPED` is its scoped route.
