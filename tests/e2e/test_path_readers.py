@@ -3,8 +3,9 @@ the framework's own handlers served each one.
 
 Five upstreams (upstreams.py: Express 5, a WHATWG-URL Node app, Starlette, Flask and Debian's
 Tomcat 10) each have the same handlers, routed by their own routers: `admin` (/admin and below,
-needs the role), `scoped` (/api/private-scoped and below, needs the role), `api` (/api and below,
-needs a valid token) and a public catch-all. The filter's rules say the same, with every other
+needs the role), `me` (/users/@me and below, a reserved character; needs the role), `scoped`
+(/api/private-scoped and below, needs the role), `api` (/api and below, needs a valid token) and
+a public catch-all. The filter's rules say the same, with every other
 path public (`unmatched: public`): the weakest policy an attacker could hope to land in.
 
 Each spelling of the corpus goes to every upstream (one Envoy virtual host each) without a token
