@@ -78,7 +78,7 @@ class Process:
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
-    def wait_for_line(self, text, timeout=20):
+    def wait_for_line(self, text, timeout=60):
         def seen():
             if self.proc.poll() is not None and text not in self.output():
                 raise AssertionError(f"{self.name} exited ({self.proc.returncode}):\n{self.output()[-3000:]}")
