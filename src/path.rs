@@ -112,10 +112,10 @@ impl PathReadings {
 /// `normalize_path` and HAProxy do), or with every escape decoded (as
 /// Starlette, Flask and Tomcat route); each whole, and with its path
 /// parameters dropped (cut at the first `;` as sent, before decoding, as
-/// Tomcat does).
+/// Tomcat does; `None` when it has no `;`).
 struct Segment {
     whole: [String; 3],
-    without_params: [String; 3],
+    without_params: Option<[String; 3]>,
 }
 
 impl Segment {
@@ -124,17 +124,21 @@ impl Segment {
         if is_dot_segment(&all) {
             return Err(PathError::DotSegment);
         }
-        let base = piece.split(|&b| b == b';').next().unwrap_or_default();
-        // A prefix of an accepted segment cut at a `;` (never inside an escape) is accepted too.
-        let (base_unreserved, base_all) = decode_segment(base)?;
-        Ok(Segment {
-            whole: [upper_hex(piece), unreserved, all],
-            without_params: [upper_hex(base), base_unreserved, base_all],
-        })
+        let without_params = match piece.iter().position(|&b| b == b';') {
+            Some(at) => {
+                let base = piece.get(..at).unwrap_or_default();
+                // A prefix of an accepted segment cut at a `;` (never inside an escape) is accepted too.
+                let (base_unreserved, base_all) = decode_segment(base)?;
+                Some([upper_hex(base), base_unreserved, base_all])
+            }
+            None => None,
+        };
+        Ok(Segment { whole: [upper_hex(piece), unreserved, all], without_params })
     }
 
-    fn has_params(&self) -> bool {
-        self.whole[0] != self.without_params[0]
+    /// The segment as a reading that drops path parameters takes it.
+    fn without_params(&self) -> &[String; 3] {
+        self.without_params.as_ref().unwrap_or(&self.whole)
     }
 
     fn has_escapes(&self) -> bool {
@@ -158,14 +162,14 @@ pub fn read_path(raw: &[u8]) -> Result<PathReadings, PathError> {
     if rest.starts_with(b"/") {
         return Err(PathError::LeadingDoubleSlash);
     }
-    let with_params = segments.iter().any(Segment::has_params);
+    let with_params = segments.iter().any(|s| s.without_params.is_some());
     let decodings = if segments.iter().any(Segment::has_escapes) { 3 } else { 1 };
     let mut spellings: Vec<String> = Vec::new();
     for drop_params in [false, true].into_iter().take(1 + usize::from(with_params)) {
         for decoding in 0..decodings {
             let parts: Vec<&str> = segments
                 .iter()
-                .filter_map(|s| if drop_params { &s.without_params } else { &s.whole }.get(decoding))
+                .filter_map(|s| if drop_params { s.without_params() } else { &s.whole }.get(decoding))
                 .map(String::as_str)
                 .collect();
             for spelling in [join(&parts, false), join(&parts, true)] {

@@ -310,6 +310,17 @@ mod tests {
         rules.target_for(&query)
     }
 
+    /// A role rule for `GET` under `/admin`, and everything else public.
+    fn get_only_admin_rules() -> Rules {
+        Rules::new(
+            vec![
+                Rule { methods: Some(vec!["GET".into()]), ..rule(PathPattern::Prefix("/admin".into()), scoped()) },
+                rule(PathPattern::Prefix("/".into()), Target::Public),
+            ],
+            None,
+        )
+    }
+
     fn target<'a>(rules: &'a Rules, method: &str, path: &str) -> Option<&'a Target> {
         at(rules, "api.example.com", method, path).unwrap()
     }
@@ -355,13 +366,7 @@ mod tests {
     /// Werkzeug upper-cases the method before routing: `get` is read as sent and as `GET`.
     #[test]
     fn a_lower_case_method_is_also_read_upper_case() {
-        let rules = Rules::new(
-            vec![
-                Rule { methods: Some(vec!["GET".into()]), ..rule(PathPattern::Prefix("/admin".into()), scoped()) },
-                rule(PathPattern::Prefix("/".into()), Target::Public),
-            ],
-            None,
-        );
+        let rules = get_only_admin_rules();
         assert_eq!(at(&rules, "a.example", "get", "/admin"), Err(Disagreement::Path));
         assert_eq!(at(&rules, "a.example", "Get", "/admin"), Err(Disagreement::Path));
         assert_eq!(at(&rules, "a.example", "head", "/admin"), Err(Disagreement::Path));
@@ -373,13 +378,7 @@ mod tests {
     /// Frameworks serve HEAD with the GET handler: HEAD is read both ways.
     #[test]
     fn head_is_also_read_as_get() {
-        let rules = Rules::new(
-            vec![
-                Rule { methods: Some(vec!["GET".into()]), ..rule(PathPattern::Prefix("/admin".into()), scoped()) },
-                rule(PathPattern::Prefix("/".into()), Target::Public),
-            ],
-            None,
-        );
+        let rules = get_only_admin_rules();
         assert_eq!(at(&rules, "a.example", "HEAD", "/admin"), Err(Disagreement::Path));
         assert_eq!(at(&rules, "a.example", "HEAD", "/x"), Ok(Some(&Target::Public)));
         // The demo's GET and POST rule: HEAD is no rule's, its GET reading the API's.
